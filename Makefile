@@ -1,0 +1,41 @@
+# fastrefund: `make demo` runs the main job, `make test` runs the tests; both install first.
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+DEMO_SERVE ?= 1
+
+.PHONY: help install test test-fast lint demo bench clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP) ## Create .venv and install the project with its dev extra (idempotent)
+
+test: $(STAMP) ## Run the whole test suite
+	$(PY) -m pytest
+
+test-fast: $(STAMP) ## Run the tests that do not train models or start servers
+	$(PY) -m pytest -m "not slow"
+
+lint: $(STAMP) ## ruff (lint + format check) and mypy on the packages
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy
+
+demo: $(STAMP) ## Simulate, retrain, materialize, serve and show real decisions (DEMO_SERVE=0: no serving)
+	$(PY) -m demo --serve=$(DEMO_SERVE)
+
+bench: $(STAMP) ## Run every benchmark in benchmarks/ (figures go to docs/benchmarks.md by hand)
+	@for script in benchmarks/bench_*.py; do echo "== $$script"; $(PY) $$script || exit 1; done
+
+clean: ## Remove generated data, MLflow state and the venv
+	rm -rf $(VENV) data mlflow.db mlruns/* .pytest_cache

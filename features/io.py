@@ -1,0 +1,210 @@
+"""Reading and writing the log and feature files: the only place features touches disk."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pandas as pd
+
+from features.log import (
+    CREATED_AT,
+    LATER_AT,
+    TABLES,
+    TIMESTAMP_DTYPE,
+    TransactionLog,
+    as_of_time,
+)
+from features.schema import LogValidationError, Violation, validate_log
+
+_TEXT_COLUMNS = {
+    "buyers": ["buyer_id"],
+    "shops": ["shop_id"],
+    "orders": ["order_id", "buyer_id", "shop_id", "category"],
+    "refunds": ["refund_id", "order_id", "buyer_id", "kind", "outcome"],
+}
+_INT_COLUMNS = {"orders": ["paid_fen"], "refunds": ["amount_fen"]}
+_BOOL_COLUMNS = {"orders": ["is_virtual", "is_custom"]}
+_TRUE = {"true", "1", "t", "yes", "y"}
+_FALSE = {"false", "0", "f", "no", "n"}
+_UTC_OFFSET = r"(?:Z|[+-]00:?00)$"
+
+
+class LogFileError(ValueError):
+    """A data directory or file cannot be read as the log."""
+
+
+@contextmanager
+def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path beside `target`, renamed onto it only if the block succeeds."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, target)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+
+
+def write_parquet(frame: pd.DataFrame, target: str | os.PathLike[str]) -> None:
+    """Write a DataFrame to Parquet atomically."""
+    with atomic_path(target) as tmp:
+        frame.to_parquet(tmp, index=False)
+
+
+def write_json(payload: dict, target: str | os.PathLike[str]) -> None:
+    """Write a JSON document atomically."""
+    with atomic_path(target) as tmp:
+        tmp.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+
+
+def _table_file(directory: Path, name: str) -> Path:
+    found = [directory / f"{name}.{ext}" for ext in ("parquet", "csv")]
+    found = [path for path in found if path.is_file()]
+    if not found:
+        raise LogFileError(f"{directory}: no {name}.parquet or {name}.csv")
+    if len(found) > 1:
+        raise LogFileError(f"{directory}: both {name}.parquet and {name}.csv; keep one")
+    return found[0]
+
+
+def _read(path: Path) -> pd.DataFrame:
+    try:
+        if path.suffix == ".parquet":
+            return pd.read_parquet(path)
+        return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+    except Exception as exc:  # noqa: BLE001 - any reader failure is a bad file
+        raise LogFileError(f"{path}: cannot be read: {exc}") from exc
+
+
+def _timestamps(values: pd.Series, file: str, column: str) -> pd.Series:
+    if isinstance(values.dtype, pd.DatetimeTZDtype):
+        return values.dt.tz_convert("UTC").astype(TIMESTAMP_DTYPE)
+    if pd.api.types.is_datetime64_dtype(values.dtype):
+        raise LogValidationError(
+            [Violation(file, column, "timestamps are timezone-aware UTC", list(range(len(values))))]
+        )
+    text = values.astype("string")
+    present = text.notna()
+    naive = present & ~text.str.contains(_UTC_OFFSET, regex=True, na=False)
+    if naive.any():
+        rows = values.index[naive.to_numpy()].tolist()
+        raise LogValidationError(
+            [Violation(file, column, "timestamps are UTC with an offset (Z or +00:00)", rows)]
+        )
+    parsed = pd.to_datetime(text, utc=True, errors="coerce", format="ISO8601")
+    bad = present & parsed.isna()
+    if bad.any():
+        rows = values.index[bad.to_numpy()].tolist()
+        raise LogValidationError([Violation(file, column, "is an ISO 8601 timestamp", rows)])
+    return parsed.astype(TIMESTAMP_DTYPE)
+
+
+def _integers(values: pd.Series, file: str, column: str) -> pd.Series:
+    if pd.api.types.is_integer_dtype(values.dtype) and not values.isna().any():
+        return values.astype("int64")
+    numbers = pd.to_numeric(values, errors="coerce")
+    bad = numbers.isna() | (numbers != numbers.round())
+    if bad.any():
+        rows = values.index[bad.to_numpy()].tolist()
+        raise LogValidationError([Violation(file, column, "is a whole number of fen", rows)])
+    return numbers.astype("int64")
+
+
+def _booleans(values: pd.Series, file: str, column: str) -> pd.Series:
+    if pd.api.types.is_bool_dtype(values.dtype) and not values.isna().any():
+        return values.astype(bool)
+    text = values.astype("string").str.strip().str.lower()
+    bad = ~(text.isin(_TRUE) | text.isin(_FALSE)).fillna(False)
+    if bad.any():
+        rows = values.index[bad.to_numpy()].tolist()
+        raise LogValidationError([Violation(file, column, "is true or false", rows)])
+    return text.isin(_TRUE).astype(bool)
+
+
+def _normalise(frame: pd.DataFrame, name: str, file: str) -> pd.DataFrame:
+    frame = frame.reset_index(drop=True)
+    expected = (
+        _TEXT_COLUMNS[name]
+        + _INT_COLUMNS.get(name, [])
+        + _BOOL_COLUMNS.get(name, [])
+        + [CREATED_AT[name], *LATER_AT[name]]
+    )
+    missing = [col for col in expected if col not in frame.columns]
+    if missing:
+        raise LogValidationError([Violation(file, col, "column is present", []) for col in missing])
+    out = pd.DataFrame(index=frame.index)
+    for col in frame.columns:
+        if col not in expected:
+            continue
+        if col in _TEXT_COLUMNS[name]:
+            out[col] = frame[col].astype("string").astype(object).where(frame[col].notna(), None)
+            out[col] = out[col].astype(str).where(frame[col].notna(), None)
+        elif col in _INT_COLUMNS.get(name, []):
+            out[col] = _integers(frame[col], file, col)
+        elif col in _BOOL_COLUMNS.get(name, []):
+            out[col] = _booleans(frame[col], file, col)
+        else:
+            out[col] = _timestamps(frame[col], file, col)
+    return out[expected]
+
+
+def read_meta(directory: str | os.PathLike[str]) -> dict:
+    """Return the data directory's meta.json ({} when there is none)."""
+    path = Path(directory) / "meta.json"
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise LogFileError(f"{path}: not valid JSON: {exc}") from exc
+
+
+def load_log(directory: str | os.PathLike[str], validate: bool = True) -> TransactionLog:
+    """Read a data directory (one Parquet or CSV file per table) into a validated log.
+
+    Args:
+        directory: Holds buyers, shops, orders and refunds as NAME.parquet or NAME.csv,
+            and optionally meta.json with "start" and "end".
+        validate: Check the full contract (schemas and cross-table rules).
+
+    Raises:
+        LogFileError: The directory or a file is missing or unreadable.
+        LogValidationError: A table breaks the contract; the message names file, column,
+            rule and rows.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise LogFileError(f"{directory}: not a directory")
+    files = {name: _table_file(directory, name) for name in TABLES}
+    tables = {
+        name: _normalise(_read(path), name, path.name) for name, path in files.items()
+    }
+    meta = read_meta(directory)
+    start = as_of_time(meta["start"]) if meta.get("start") else None
+    end = pd.Timestamp(meta["end"]) if meta.get("end") else None
+    if end is not None and end.tzinfo is None:
+        end = end.tz_localize("UTC")
+    log = TransactionLog(**tables, start=start, end=end)
+    if log.end is None:
+        latest = [log.table(n)[c].max() for n in TABLES for c in [CREATED_AT[n], *LATER_AT[n]]]
+        latest = [t for t in latest if pd.notna(t)]
+        log = TransactionLog(**tables, start=start, end=max(latest) if latest else None)
+    if validate:
+        validate_log(log, {name: path.name for name, path in files.items()})
+    return log
+
+
+def write_log(log: TransactionLog, directory: str | os.PathLike[str], meta: dict) -> None:
+    """Write the four tables as Parquet and meta.json, each file atomically."""
+    directory = Path(directory)
+    for name in TABLES:
+        write_parquet(log.table(name), directory / f"{name}.parquet")
+    write_json(meta, directory / "meta.json")

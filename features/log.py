@@ -1,0 +1,118 @@
+"""The transaction log: four tables and the "known at T" cut that every feature obeys."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import pandas as pd
+
+TABLES = ("buyers", "shops", "orders", "refunds")
+
+ID_COLUMNS = {
+    "buyers": ["buyer_id"],
+    "shops": ["shop_id"],
+    "orders": ["order_id", "buyer_id", "shop_id"],
+    "refunds": ["refund_id", "order_id", "buyer_id"],
+}
+
+# The timestamp at which a row comes into existence; rows created at or after T are unknown at T.
+CREATED_AT = {
+    "buyers": "registered_at",
+    "shops": "opened_at",
+    "orders": "paid_at",
+    "refunds": "requested_at",
+}
+
+# Later timestamps on an existing row: empty at T unless they happened before T.
+LATER_AT = {
+    "buyers": [],
+    "shops": [],
+    "orders": ["shipped_at", "delivered_at", "completed_at", "cancelled_at"],
+    "refunds": ["resolved_at", "abuse_confirmed_at"],
+}
+
+# A value that only exists once a later timestamp has happened.
+VALUE_SET_AT = {"outcome": "resolved_at"}
+
+TIMESTAMP_DTYPE = "datetime64[ns, UTC]"
+
+OUTCOMES = (
+    "approved",
+    "auto_approved",
+    "rejected",
+    "withdrawn",
+    "arbitrated_buyer_wins",
+    "arbitrated_merchant_wins",
+)
+REFUND_KINDS = ("refund_only", "return_and_refund")
+
+
+def as_of_time(as_of: object) -> pd.Timestamp:
+    """Return T, the instant "as of date D" means: D 00:00 UTC.
+
+    Args:
+        as_of: A date, a "YYYY-MM-DD" string or a timestamp (its date is used).
+
+    Raises:
+        ValueError: If the value is not a date.
+    """
+    try:
+        stamp = pd.Timestamp(as_of)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"as-of date {as_of!r} is not a date (expected YYYY-MM-DD)") from exc
+    if stamp is pd.NaT:
+        raise ValueError(f"as-of date {as_of!r} is not a date (expected YYYY-MM-DD)")
+    if stamp.tzinfo is None:
+        stamp = stamp.tz_localize("UTC")
+    return stamp.tz_convert("UTC").normalize()
+
+
+@dataclass(frozen=True)
+class TransactionLog:
+    """The four tables of the log, validated, with its time span when known.
+
+    Money is integer fen, timestamps are UTC (`datetime64[ns, UTC]`), ids are strings.
+    """
+
+    buyers: pd.DataFrame
+    shops: pd.DataFrame
+    orders: pd.DataFrame
+    refunds: pd.DataFrame
+    start: pd.Timestamp | None = None
+    end: pd.Timestamp | None = None
+
+    def table(self, name: str) -> pd.DataFrame:
+        """Return the table called `name` (one of TABLES)."""
+        return getattr(self, name)
+
+    def known_at(self, known_at: pd.Timestamp) -> TransactionLog:
+        """Cut the log down to what was known at the instant `known_at`.
+
+        Rows created at or after it are dropped; later timestamps at or after it are
+        emptied, together with the values that go with them (a refund's outcome).
+        """
+        tables = {}
+        for name in TABLES:
+            frame = self.table(name)
+            frame = frame.loc[frame[CREATED_AT[name]] < known_at]
+            unknown = {col: ~(frame[col] < known_at) for col in LATER_AT[name]}
+            if any(mask.any() for mask in unknown.values()):
+                frame = frame.copy()
+                for col, mask in unknown.items():
+                    frame.loc[mask, col] = pd.NaT
+                for value_col, time_col in VALUE_SET_AT.items():
+                    if value_col in frame.columns:
+                        frame.loc[unknown[time_col], value_col] = pd.NA
+            tables[name] = frame.reset_index(drop=True)
+        end = known_at if self.end is None else min(self.end, known_at)
+        return replace(self, **tables, end=end)
+
+    def for_buyers(self, buyer_ids: pd.Index | pd.Series) -> TransactionLog:
+        """Keep only the given buyers and their orders and refunds (one partition)."""
+        keep = pd.Index(buyer_ids)
+        return replace(
+            self,
+            buyers=self.buyers.loc[self.buyers["buyer_id"].isin(keep)].reset_index(drop=True),
+            orders=self.orders.loc[self.orders["buyer_id"].isin(keep)].reset_index(drop=True),
+            refunds=self.refunds.loc[self.refunds["buyer_id"].isin(keep)].reset_index(drop=True),
+        )
