@@ -145,8 +145,7 @@ def _normalise(frame: pd.DataFrame, name: str, file: str) -> pd.DataFrame:
         if col not in expected:
             continue
         if col in _TEXT_COLUMNS[name]:
-            out[col] = frame[col].astype("string").astype(object).where(frame[col].notna(), None)
-            out[col] = out[col].astype(str).where(frame[col].notna(), None)
+            out[col] = frame[col].astype("str")
         elif col in _INT_COLUMNS.get(name, []):
             out[col] = _integers(frame[col], file, col)
         elif col in _BOOL_COLUMNS.get(name, []):
@@ -184,9 +183,7 @@ def load_log(directory: str | os.PathLike[str], validate: bool = True) -> Transa
     if not directory.is_dir():
         raise LogFileError(f"{directory}: not a directory")
     files = {name: _table_file(directory, name) for name in TABLES}
-    tables = {
-        name: _normalise(_read(path), name, path.name) for name, path in files.items()
-    }
+    tables = {name: _normalise(_read(path), name, path.name) for name, path in files.items()}
     meta = read_meta(directory)
     start = as_of_time(meta["start"]) if meta.get("start") else None
     end = pd.Timestamp(meta["end"]) if meta.get("end") else None
@@ -208,3 +205,18 @@ def write_log(log: TransactionLog, directory: str | os.PathLike[str], meta: dict
     for name in TABLES:
         write_parquet(log.table(name), directory / f"{name}.parquet")
     write_json(meta, directory / "meta.json")
+
+
+def fingerprint(directory: str | os.PathLike[str]) -> str:
+    """A sha256 over the log's table files (names and bytes): same data, same fingerprint."""
+    import hashlib
+
+    directory = Path(directory)
+    digest = hashlib.sha256()
+    for name in TABLES:
+        path = _table_file(directory, name)
+        digest.update(path.name.encode())
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()

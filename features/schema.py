@@ -6,7 +6,6 @@ rule, how many rows break it and a few of them.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import pandas as pd
@@ -101,7 +100,9 @@ def _schema_violations(frame: pd.DataFrame, name: str, file: str) -> list[Violat
             rows = found.setdefault((column, str(case.check)), [])
             if pd.notna(case.index):
                 rows.append(int(case.index))
-        return [Violation(file, col, rule, sorted(set(rows))) for (col, rule), rows in found.items()]
+        return [
+            Violation(file, col, rule, sorted(set(rows))) for (col, rule), rows in found.items()
+        ]
     return []
 
 
@@ -133,9 +134,12 @@ def validate_log(log: TransactionLog, files: dict[str, str] | None = None) -> Tr
         LogValidationError: Listing every violation found.
     """
     files = files or {}
-    file_of: Callable[[str], str] = lambda name: files.get(name, name)  # noqa: E731
+
+    def file_of(name: str) -> str:
+        return files.get(name, name)
+
     violations: list[Violation] = []
-    for name, schema in SCHEMAS.items():
+    for name in SCHEMAS:
         violations += _schema_violations(log.table(name), name, file_of(name))
     if violations:  # cross-table rules assume the columns and types are right
         raise LogValidationError(violations)
@@ -143,11 +147,17 @@ def validate_log(log: TransactionLog, files: dict[str, str] | None = None) -> Tr
     orders, refunds = log.orders, log.refunds
     orders_file, refunds_file = file_of("orders"), file_of("refunds")
     violations += _rule(
-        orders, orders_file, "buyer_id", "buyer exists in buyers",
+        orders,
+        orders_file,
+        "buyer_id",
+        "buyer exists in buyers",
         ~orders["buyer_id"].isin(log.buyers["buyer_id"]),
     )
     violations += _rule(
-        orders, orders_file, "shop_id", "shop exists in shops",
+        orders,
+        orders_file,
+        "shop_id",
+        "shop exists in shops",
         ~orders["shop_id"].isin(log.shops["shop_id"]),
     )
     for earlier, later in [
@@ -158,35 +168,48 @@ def validate_log(log: TransactionLog, files: dict[str, str] | None = None) -> Tr
     ]:
         violations += _in_order(orders, orders_file, earlier, later)
     violations += _rule(
-        orders, orders_file, "delivered_at", "delivered only after shipped",
+        orders,
+        orders_file,
+        "delivered_at",
+        "delivered only after shipped",
         orders["delivered_at"].notna() & orders["shipped_at"].isna(),
     )
 
     order_of = orders.set_index("order_id")
     known_order = refunds["order_id"].isin(order_of.index)
-    violations += _rule(
-        refunds, refunds_file, "order_id", "order exists in orders", ~known_order
-    )
+    violations += _rule(refunds, refunds_file, "order_id", "order exists in orders", ~known_order)
     matched = order_of.reindex(refunds["order_id"])
     owner = pd.Series(matched["buyer_id"].to_numpy(), index=refunds.index)
     paid = pd.Series(matched["paid_fen"].to_numpy(), index=refunds.index)
     paid_at = pd.Series(matched["paid_at"].to_numpy(), index=refunds.index)
     violations += _rule(
-        refunds, refunds_file, "buyer_id", "buyer_id is the order's buyer",
+        refunds,
+        refunds_file,
+        "buyer_id",
+        "buyer_id is the order's buyer",
         known_order & (owner != refunds["buyer_id"]),
     )
     violations += _rule(
-        refunds, refunds_file, "amount_fen", "amount_fen <= the order's paid_fen",
+        refunds,
+        refunds_file,
+        "amount_fen",
+        "amount_fen <= the order's paid_fen",
         known_order & (refunds["amount_fen"] > paid),
     )
     violations += _rule(
-        refunds, refunds_file, "requested_at", "requested_at >= the order's paid_at",
+        refunds,
+        refunds_file,
+        "requested_at",
+        "requested_at >= the order's paid_at",
         known_order & (refunds["requested_at"] < paid_at),
     )
     violations += _in_order(refunds, refunds_file, "requested_at", "resolved_at")
     violations += _in_order(refunds, refunds_file, "requested_at", "abuse_confirmed_at")
     violations += _rule(
-        refunds, refunds_file, "outcome", "outcome set exactly when resolved_at is set",
+        refunds,
+        refunds_file,
+        "outcome",
+        "outcome set exactly when resolved_at is set",
         refunds["outcome"].isna() != refunds["resolved_at"].isna(),
     )
     if violations:

@@ -1,0 +1,29 @@
+"""Shared fixtures: tiny logs written to disk as a user would have them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from features.log import TABLES, TransactionLog
+from tests.factories import small_log
+
+
+def write_csv_log(log: TransactionLog, directory: Path) -> Path:
+    """Write the log as CSV files with ISO timestamps, the way a platform export looks."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for name in TABLES:
+        frame = log.table(name).copy()
+        for col in frame.columns:
+            if isinstance(frame[col].dtype, pd.DatetimeTZDtype):
+                frame[col] = frame[col].map(lambda t: "" if pd.isna(t) else t.isoformat())
+        frame.to_csv(directory / f"{name}.csv", index=False)
+    return directory
+
+
+@pytest.fixture
+def csv_log_dir(tmp_path: Path) -> Path:
+    """A valid CSV log directory (the small hand-made log)."""
+    return write_csv_log(small_log(), tmp_path / "log")

@@ -1,0 +1,118 @@
+"""The data contract: a good log loads, every broken rule is named and stops the command."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from features import LogFileError, LogValidationError, load_log, write_log
+from features.__main__ import app
+from tests.conftest import write_csv_log
+from tests.factories import small_log
+
+
+def test_csv_and_parquet_load_to_the_same_log(csv_log_dir: Path, tmp_path: Path) -> None:
+    from_csv = load_log(csv_log_dir)
+    write_log(from_csv, tmp_path / "pq", {"start": "2024-01-01", "end": "2026-01-01"})
+    from_parquet = load_log(tmp_path / "pq")
+    for name in ("buyers", "shops", "orders", "refunds"):
+        pd.testing.assert_frame_equal(from_csv.table(name), from_parquet.table(name))
+    assert str(from_csv.orders["paid_at"].dtype) == "datetime64[ns, UTC]"
+    assert from_csv.orders["paid_fen"].dtype == "int64"
+    assert from_parquet.end == pd.Timestamp("2026-01-01", tz="UTC")
+
+
+def _edit(directory: Path, table: str, row: int, column: str, value: object) -> None:
+    path = directory / f"{table}.csv"
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    frame.loc[row, column] = value
+    frame.to_csv(path, index=False)
+
+
+BROKEN = [
+    ("orders", 0, "paid_fen", "0", "paid_fen", "greater_than_or_equal_to(1)"),
+    ("orders", 0, "paid_fen", "12.5", "paid_fen", "whole number"),
+    ("orders", 1, "order_id", "O1", "order_id", "field_uniqueness"),
+    ("orders", 2, "buyer_id", "B9", "buyer_id", "buyer exists in buyers"),
+    ("orders", 0, "shop_id", "S9", "shop_id", "shop exists in shops"),
+    ("orders", 0, "shipped_at", "2025-01-01T00:00:00Z", "shipped_at", "shipped_at >= paid_at"),
+    ("orders", 0, "paid_at", "2025-01-10 10:00:00", "paid_at", "UTC with an offset"),
+    ("orders", 0, "is_virtual", "maybe", "is_virtual", "true or false"),
+    ("refunds", 0, "kind", "refund", "kind", "isin"),
+    ("refunds", 0, "outcome", "lost", "outcome", "isin"),
+    ("refunds", 0, "buyer_id", "B2", "buyer_id", "the order's buyer"),
+    ("refunds", 1, "amount_fen", "35001", "amount_fen", "amount_fen <= the order's paid_fen"),
+    ("refunds", 0, "order_id", "O404", "order_id", "order exists in orders"),
+    ("refunds", 0, "outcome", "", "outcome", "outcome set exactly when resolved_at is set"),
+    ("refunds", 0, "resolved_at", "2025-01-01T00:00:00Z", "resolved_at", "resolved_at >="),
+    ("buyers", 1, "buyer_id", "B1", "buyer_id", "field_uniqueness"),
+]
+
+
+@pytest.mark.parametrize(("table", "row", "column", "value", "named", "rule"), BROKEN)
+def test_a_broken_rule_is_named_with_file_column_and_rows(
+    csv_log_dir: Path, table: str, row: int, column: str, value: str, named: str, rule: str
+) -> None:
+    _edit(csv_log_dir, table, row, column, value)
+    with pytest.raises(LogValidationError) as caught:
+        load_log(csv_log_dir)
+    message = str(caught.value)
+    assert f"{table}.csv" in message
+    assert f"column '{named}'" in message
+    assert rule in message
+    assert f"rows {row}" in message or f", {row}" in message
+
+
+def test_missing_table_and_missing_column_are_named(csv_log_dir: Path) -> None:
+    (csv_log_dir / "shops.csv").unlink()
+    with pytest.raises(LogFileError, match="no shops.parquet or shops.csv"):
+        load_log(csv_log_dir)
+    write_csv_log(small_log(), csv_log_dir)
+    frame = pd.read_csv(csv_log_dir / "refunds.csv").drop(columns=["kind"])
+    frame.to_csv(csv_log_dir / "refunds.csv", index=False)
+    with pytest.raises(LogValidationError, match="refunds.csv: column 'kind'"):
+        load_log(csv_log_dir)
+
+
+def test_cli_exits_2_and_writes_nothing_on_a_bad_log(csv_log_dir: Path, tmp_path: Path) -> None:
+    _edit(csv_log_dir, "orders", 0, "paid_fen", "-5")
+    out = tmp_path / "features.parquet"
+    result = CliRunner().invoke(
+        app, ["build", "--data", str(csv_log_dir), "--as-of", "2025-06-01", "--out", str(out)]
+    )
+    assert result.exit_code == 2
+    assert "orders.csv: column 'paid_fen'" in result.output
+    assert not out.exists()
+    assert not list(tmp_path.glob(".features.parquet.*"))
+
+
+def test_cli_build_writes_features(csv_log_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "features.parquet"
+    result = CliRunner().invoke(
+        app,
+        [
+            "build",
+            "--data",
+            str(csv_log_dir),
+            "--as-of",
+            "2025-06-01",
+            "--as-of",
+            "2025-07-01",
+            "--out",
+            str(out),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    frame = pd.read_parquet(out)
+    assert len(frame) == 4 and set(frame["buyer_id"]) == {"B1", "B2"}
+
+
+def test_cli_rejects_a_bad_date(csv_log_dir: Path, tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        app, ["build", "--data", str(csv_log_dir), "--as-of", "June", "--out", str(tmp_path / "f")]
+    )
+    assert result.exit_code == 2
+    assert "--as-of 'June' is not a date" in result.output
