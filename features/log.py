@@ -110,9 +110,9 @@ class TransactionLog:
     def for_buyers(self, buyer_ids: pd.Index | pd.Series) -> TransactionLog:
         """Keep only the given buyers and their orders and refunds (one partition)."""
         keep = pd.Index(buyer_ids)
-        return replace(
-            self,
-            buyers=self.buyers.loc[self.buyers["buyer_id"].isin(keep)].reset_index(drop=True),
-            orders=self.orders.loc[self.orders["buyer_id"].isin(keep)].reset_index(drop=True),
-            refunds=self.refunds.loc[self.refunds["buyer_id"].isin(keep)].reset_index(drop=True),
-        )
+        tables = {}
+        for name in ("buyers", "orders", "refunds"):
+            frame = self.table(name)
+            mine = keep.get_indexer(frame["buyer_id"]) >= 0
+            tables[name] = frame.loc[mine].reset_index(drop=True)
+        return replace(self, **tables)

@@ -115,6 +115,11 @@ def _rule(
     return [Violation(file, column, rule, frame.index[broken.to_numpy()].tolist())]
 
 
+def _absent(values: pd.Series, reference: pd.Series) -> pd.Series:
+    """Which values do not occur in reference (get_indexer: far faster than isin on strings)."""
+    return pd.Series(pd.Index(reference).get_indexer(values) < 0, index=values.index)
+
+
 def _in_order(frame: pd.DataFrame, file: str, earlier: str, later: str) -> list[Violation]:
     broken = frame[later].notna() & (frame[later] < frame[earlier])
     return _rule(frame, file, later, f"{later} >= {earlier}", broken)
@@ -151,14 +156,14 @@ def validate_log(log: TransactionLog, files: dict[str, str] | None = None) -> Tr
         orders_file,
         "buyer_id",
         "buyer exists in buyers",
-        ~orders["buyer_id"].isin(log.buyers["buyer_id"]),
+        _absent(orders["buyer_id"], log.buyers["buyer_id"]),
     )
     violations += _rule(
         orders,
         orders_file,
         "shop_id",
         "shop exists in shops",
-        ~orders["shop_id"].isin(log.shops["shop_id"]),
+        _absent(orders["shop_id"], log.shops["shop_id"]),
     )
     for earlier, later in [
         ("paid_at", "shipped_at"),
@@ -176,7 +181,7 @@ def validate_log(log: TransactionLog, files: dict[str, str] | None = None) -> Tr
     )
 
     order_of = orders.set_index("order_id")
-    known_order = refunds["order_id"].isin(order_of.index)
+    known_order = ~_absent(refunds["order_id"], orders["order_id"])
     violations += _rule(refunds, refunds_file, "order_id", "order exists in orders", ~known_order)
     matched = order_of.reindex(refunds["order_id"])
     owner = pd.Series(matched["buyer_id"].to_numpy(), index=refunds.index)
