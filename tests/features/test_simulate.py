@@ -1,0 +1,253 @@
+"""The simulator: a valid, deterministic log of a world an analyst would recognise."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from features.io import load_log
+from features.log import TABLES, as_of_time
+from features.schema import validate_log
+from features.simulate import SimulatedWorld, oracle_scores, simulate, write_world
+
+BUYERS, SHOPS, SEED = 2_000, 100, 7
+HORIZON, MATURITY = 90, 30
+# Monthly as-of dates whose label window matures inside the default 540 days.
+MONTHLY = [f"2025-{month:02d}-01" for month in range(2, 13)] + ["2026-01-01", "2026-02-01"]
+
+
+@pytest.fixture(scope="module")
+def world() -> SimulatedWorld:
+    return simulate(buyers=BUYERS, shops=SHOPS, seed=SEED)
+
+
+@pytest.fixture(scope="module")
+def by_buyer(world: SimulatedWorld) -> pd.DataFrame:
+    """Per buyer: hidden type, orders, refund requests, confirmed-abuse requests."""
+    refunds = world.log.refunds
+    frame = world.truth.set_index("buyer_id")[["buyer_type"]].copy()
+    frame["orders"] = world.log.orders.groupby("buyer_id").size()
+    frame["refunds"] = refunds.groupby("buyer_id").size()
+    frame["confirmed"] = (
+        refunds.loc[refunds["abuse_confirmed_at"].notna()].groupby("buyer_id").size()
+    )
+    return frame.fillna({"orders": 0, "refunds": 0, "confirmed": 0})
+
+
+def bad_labels(world: SimulatedWorld, as_of: str) -> pd.Series:
+    """DESIGN.md's label, from the refunds table, for buyers registered before T."""
+    known_at = as_of_time(as_of)
+    horizon_end = known_at + pd.Timedelta(days=HORIZON)
+    matured_at = horizon_end + pd.Timedelta(days=MATURITY)
+    assert matured_at <= world.log.end
+    refunds = world.log.refunds
+    abusive = refunds.loc[
+        (refunds["requested_at"] > known_at)
+        & (refunds["requested_at"] <= horizon_end)
+        & (refunds["abuse_confirmed_at"] <= matured_at),
+        "buyer_id",
+    ]
+    buyers = world.log.buyers.loc[world.log.buyers["registered_at"] < known_at, "buyer_id"]
+    return pd.Series(buyers.isin(abusive).astype(int).to_numpy(), index=buyers.to_numpy())
+
+
+def test_same_seed_gives_identical_tables_and_truth(world: SimulatedWorld) -> None:
+    again = simulate(buyers=BUYERS, shops=SHOPS, seed=SEED)
+    for name in TABLES:
+        pd.testing.assert_frame_equal(world.log.table(name), again.log.table(name))
+    pd.testing.assert_frame_equal(world.truth, again.truth)
+    assert world.meta == again.meta
+
+
+def test_another_seed_gives_another_world(world: SimulatedWorld) -> None:
+    other = simulate(buyers=BUYERS, shops=SHOPS, seed=SEED + 1)
+    assert not world.log.orders.equals(other.log.orders)
+    assert not world.truth["buyer_type"].equals(other.truth["buyer_type"])
+
+
+def test_progress_bar_does_not_change_the_world() -> None:
+    quiet = simulate(buyers=200, shops=20, days=120, seed=3)
+    shown = simulate(buyers=200, shops=20, days=120, seed=3, progress=True)
+    pd.testing.assert_frame_equal(quiet.log.refunds, shown.log.refunds)
+
+
+def test_log_passes_the_contract_with_its_span(world: SimulatedWorld) -> None:
+    log = validate_log(world.log)
+    assert log.start == pd.Timestamp("2025-01-01", tz="UTC")
+    assert log.end == log.start + pd.Timedelta(days=540)
+    assert world.meta["start"] == log.start.isoformat() and world.meta["seed"] == SEED
+    assert len(log.buyers) == BUYERS and len(log.shops) == SHOPS
+    orders, refunds = log.orders, log.refunds
+    assert orders["paid_at"].between(log.start, log.end, inclusive="left").all()
+    for col in ["shipped_at", "delivered_at", "completed_at", "cancelled_at"]:
+        assert (orders[col].dropna() < log.end).all(), col
+    for col in ["requested_at", "resolved_at", "abuse_confirmed_at"]:
+        assert (refunds[col].dropna() < log.end).all(), col
+    assert orders["order_id"].is_monotonic_increasing
+    assert orders["paid_at"].is_monotonic_increasing
+
+
+def test_buyers_register_over_time(world: SimulatedWorld) -> None:
+    before_start = (world.log.buyers["registered_at"] < world.log.start).mean()
+    assert 0.1 < before_start < 0.5
+
+
+def test_heavy_refunders_refund_often_but_are_never_confirmed(by_buyer: pd.DataFrame) -> None:
+    heavy = by_buyer.loc[by_buyer["buyer_type"] == "heavy_refunder"]
+    ordinary = by_buyer.loc[by_buyer["buyer_type"] == "ordinary"]
+    heavy_rate = heavy["refunds"].sum() / heavy["orders"].sum()
+    ordinary_rate = ordinary["refunds"].sum() / ordinary["orders"].sum()
+    assert heavy_rate > 0.3 and heavy_rate > 3 * ordinary_rate
+    assert heavy["confirmed"].sum() == 0 and ordinary["confirmed"].sum() == 0
+
+
+@pytest.mark.parametrize("buyer_type", ["abuser", "takeover", "ring"])
+def test_abusive_types_have_confirmed_abuse(by_buyer: pd.DataFrame, buyer_type: str) -> None:
+    group = by_buyer.loc[by_buyer["buyer_type"] == buyer_type]
+    assert len(group) > 0
+    assert (group["confirmed"] > 0).mean() > 0.4
+
+
+def test_abusers_are_a_minority(world: SimulatedWorld) -> None:
+    shares = world.truth["buyer_type"].value_counts(normalize=True)
+    abusive = shares[["abuser", "takeover", "ring"]].sum()
+    assert 0.02 < abusive < 0.1
+    assert shares["ordinary"] > 0.7 and shares["heavy_refunder"] > 0.05
+
+
+def test_refund_counts_alone_do_not_single_out_abusers(by_buyer: pd.DataFrame) -> None:
+    pair = by_buyer.loc[by_buyer["buyer_type"].isin(["abuser", "heavy_refunder"])]
+    auc = roc_auc_score(pair["buyer_type"] == "abuser", pair["refunds"])
+    assert auc < 0.7
+
+
+def test_abusers_claim_after_delivery_where_heavy_refunders_cancel(
+    world: SimulatedWorld,
+) -> None:
+    orders = world.log.orders.set_index("order_id")
+    refunds = world.log.refunds.join(orders[["shipped_at", "delivered_at"]], on="order_id")
+    refunds = refunds.merge(world.truth[["buyer_id", "buyer_type"]], on="buyer_id")
+    refunds["pre_shipment"] = refunds["shipped_at"].isna() | (
+        refunds["shipped_at"] > refunds["requested_at"]
+    )
+    refunds["after_delivery_refund_only"] = (refunds["kind"] == "refund_only") & (
+        refunds["delivered_at"] <= refunds["requested_at"]
+    )
+    refunds["lost_dispute"] = refunds["outcome"] == "arbitrated_merchant_wins"
+    shares = refunds.groupby("buyer_type")[
+        ["pre_shipment", "after_delivery_refund_only", "lost_dispute"]
+    ].mean()
+    assert shares.loc["heavy_refunder", "pre_shipment"] > 2 * shares.loc["abuser", "pre_shipment"]
+    assert (
+        shares.loc["abuser", "after_delivery_refund_only"]
+        > 3 * shares.loc["heavy_refunder", "after_delivery_refund_only"]
+    )
+    assert shares.loc["abuser", "lost_dispute"] > 3 * shares.loc["ordinary", "lost_dispute"]
+
+
+def test_some_shops_enter_tracking_after_an_approved_pre_shipment_refund(
+    world: SimulatedWorld,
+) -> None:
+    refunds = world.log.refunds.join(
+        world.log.orders.set_index("order_id")[["shop_id", "shipped_at"]], on="order_id"
+    )
+    risky = refunds.loc[
+        (refunds["requested_at"] < refunds["shipped_at"])
+        & refunds["outcome"].isin(["approved", "auto_approved"])
+    ]
+    assert len(risky) > 0
+    # A habit of some shops, not of all of them.
+    assert 1 < risky["shop_id"].nunique() < 0.5 * SHOPS
+
+
+def test_prices_and_categories_look_like_a_marketplace(world: SimulatedWorld) -> None:
+    orders = world.log.orders
+    assert 0.15 <= (orders["paid_fen"] >= 30_000).mean() <= 0.30
+    assert (orders["paid_fen"] < 30_000).mean() > 0.5
+    assert orders["is_virtual"].any() and orders["is_custom"].any()
+    assert (orders["is_virtual"] == (orders["category"] == "virtual")).all()
+    for category in ["apparel", "electronics", "home", "beauty", "food", "books", "toys"]:
+        assert (orders["category"] == category).any(), category
+
+
+def test_after_sales_cover_the_lifecycle(world: SimulatedWorld) -> None:
+    refunds, orders = world.log.refunds, world.log.orders
+    assert set(refunds["kind"]) == {"refund_only", "return_and_refund"}
+    assert set(refunds["outcome"].dropna()) == {
+        "approved",
+        "auto_approved",
+        "rejected",
+        "withdrawn",
+        "arbitrated_buyer_wins",
+        "arbitrated_merchant_wins",
+    }
+    assert refunds["outcome"].isna().any()  # some requests still open at the end
+    for col in ["shipped_at", "delivered_at", "completed_at", "cancelled_at"]:
+        assert orders[col].notna().any() and orders[col].isna().any(), col
+    delay_days = (refunds["abuse_confirmed_at"] - refunds["requested_at"]).dropna().dt.days
+    assert delay_days.min() >= 1 and 3 <= delay_days.median() <= 30 and delay_days.max() > 30
+
+
+def test_bad_rate_at_monthly_dates_is_a_few_percent(world: SimulatedWorld) -> None:
+    rates = [bad_labels(world, as_of).mean() for as_of in MONTHLY]
+    assert 0.01 <= np.mean(rates) <= 0.05
+    assert all(0.003 <= rate <= 0.08 for rate in rates)
+
+
+def test_oracle_is_a_calibrated_probability_that_ranks_bad_buyers_first(
+    world: SimulatedWorld,
+) -> None:
+    scores, labels = [], []
+    for as_of in MONTHLY:
+        label = bad_labels(world, as_of)
+        score = oracle_scores(world.truth, as_of, HORIZON, MATURITY)
+        assert score.index.name == "buyer_id" and len(score) == BUYERS
+        assert score.between(0, 1).all()
+        scores.append(score.reindex(label.index).to_numpy())
+        labels.append(label.to_numpy())
+    score, label = np.concatenate(scores), np.concatenate(labels)
+    assert roc_auc_score(label, score) > 0.9
+    # Exact probabilities: expected and observed counts of bad labels agree.
+    assert 0.8 < score.sum() / label.sum() < 1.25
+
+
+def test_oracle_is_zero_for_honest_buyers_and_outside_abuse_windows(
+    world: SimulatedWorld,
+) -> None:
+    truth = world.truth
+    score = oracle_scores(truth, "2025-06-01")
+    honest = truth["buyer_type"].isin(["ordinary", "heavy_refunder"]).to_numpy()
+    assert (score.to_numpy()[honest] == 0).all()
+    after_everything = oracle_scores(truth, truth["abuse_end"].max() + pd.Timedelta(days=1))
+    assert (after_everything == 0).all()
+
+
+def test_takeovers_have_a_time_and_others_do_not(world: SimulatedWorld) -> None:
+    truth = world.truth
+    takeover = truth["buyer_type"] == "takeover"
+    assert truth.loc[takeover, "takeover_at"].notna().all()
+    assert truth.loc[~takeover, "takeover_at"].isna().all()
+    assert (truth.loc[takeover, "takeover_at"] > truth.loc[takeover, "registered_at"]).all()
+
+
+def test_write_world_round_trips_through_load_log(world: SimulatedWorld, tmp_path: Path) -> None:
+    write_world(world, tmp_path / "world")
+    loaded = load_log(tmp_path / "world")
+    for name in TABLES:
+        pd.testing.assert_frame_equal(loaded.table(name), world.log.table(name), check_like=True)
+    assert loaded.start == world.log.start and loaded.end == world.log.end
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(tmp_path / "world" / "truth.parquet"), world.truth
+    )
+    assert json.loads((tmp_path / "world" / "meta.json").read_text())["seed"] == SEED
+    assert not [p.name for p in (tmp_path / "world").iterdir() if p.name.startswith(".")]
+
+
+def test_sizes_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="positive"):
+        simulate(buyers=0)
