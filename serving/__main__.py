@@ -1,0 +1,85 @@
+"""`python -m serving`: materialize the online store, or run the decision API."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(help="The fast-refund decision API and its online store.", no_args_is_help=True)
+
+
+@app.command()
+def materialize(
+    data: Annotated[Path, typer.Option("--data", help="The transaction log directory.")],
+    as_of: Annotated[
+        str | None,
+        typer.Option("--as-of", help="As-of date YYYY-MM-DD; default: the end of the log."),
+    ] = None,
+    store: Annotated[
+        Path | None,
+        typer.Option("--store", help="The online store file; default FASTREFUND_STORE_PATH."),
+    ] = None,
+) -> None:
+    """Compute buyer features, revocations and shop eligibility; replace the store atomically."""
+    import features
+    from serving.materialize import materialize as run_materialize
+
+    try:
+        report = run_materialize(data, as_of=as_of, store_path=store)
+    except (features.LogFileError, features.LogValidationError, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    typer.echo(
+        f"online store {report.store_path} as of {report.as_of} ({report.feature_set_version}): "
+        f"{report.buyers} buyers ({report.revoked_buyers} revoked), "
+        f"{report.eligible_shops}/{report.shops} shops eligible"
+    )
+    typer.echo(
+        f"risk: {report.tracking_after_refund} of {report.approved_pre_ship_refunds} approved "
+        "pre-shipment refunds later got a tracking number"
+    )
+    for shop in report.worst_shops[:5]:
+        typer.echo(
+            f"  {shop['shop_id']}: {shop['tracking_after_refund']} of "
+            f"{shop['approved_pre_ship_refunds']} approved pre-shipment refunds"
+        )
+
+
+@app.command()
+def run(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    workers: Annotated[
+        int, typer.Option(help="Worker processes (each holds its own model and connections).")
+    ] = 1,
+) -> None:
+    """Serve the decision API (configuration from FASTREFUND_* variables or .env)."""
+    import uvicorn
+    from pydantic import ValidationError
+
+    from serving.config import Settings
+    from serving.logs import configure_logging
+
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        typer.echo(f"configuration error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    configure_logging(settings.log_level)
+    uvicorn.run(
+        "serving.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        access_log=False,
+        log_config=None,
+        loop="uvloop",
+        http="httptools",
+    )
+
+
+if __name__ == "__main__":
+    app()

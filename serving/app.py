@@ -1,0 +1,164 @@
+"""The FastAPI application factory: `create_app(settings)`; the lifespan loads the model."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from serving.audit import AuditUnavailable
+from serving.config import Settings
+from serving.deps import token_table
+from serving.metrics import Metrics
+from serving.model import ModelUnavailable
+from serving.policy import load_policy
+from serving.routes import admin, decisions, health
+from serving.service import Clock, Service
+
+logger = logging.getLogger("serving")
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class BodySizeLimit:
+    """Refuse request bodies above `limit` bytes with a 413, before any parsing."""
+
+    def __init__(self, app: ASGIApp, limit: int):
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                if not value.isdigit() or int(value) > self.limit:
+                    await _too_large(scope, receive, send, self.limit)
+                    return
+                break
+        received = 0
+        started = False
+
+        async def counted_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    raise _BodyTooLarge
+            return message
+
+        async def tracked_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counted_receive, tracked_send)
+        except _BodyTooLarge:
+            if not started:
+                await _too_large(scope, receive, send, self.limit)
+
+
+async def _too_large(scope: Scope, receive: Receive, send: Send, limit: int) -> None:
+    response = JSONResponse(
+        {"detail": f"request body is larger than {limit} bytes"}, status_code=413
+    )
+    await response(scope, receive, send)
+
+
+def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    # The default echoes the offending input back; a huge payload should not come back.
+    errors = exc.errors() if isinstance(exc, RequestValidationError) else []
+    detail = [
+        {"loc": list(err.get("loc", ())), "msg": err.get("msg", ""), "type": err.get("type", "")}
+        for err in errors
+    ]
+    return JSONResponse({"detail": detail}, status_code=422)
+
+
+def _audit_down(request: Request, exc: Exception) -> JSONResponse:
+    logger.error("audit log unavailable", extra={"fields": {"error": str(exc)}})
+    request.app.state.service.metrics.unavailable.labels(component="audit").inc()
+    return JSONResponse(
+        {"detail": "audit log unavailable: no decision recorded; fall back to merchant review"},
+        status_code=503,
+    )
+
+
+def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    logger.exception("unexpected error", exc_info=exc)
+    return JSONResponse(
+        {"detail": "the service cannot decide right now; fall back to merchant review"},
+        status_code=503,
+    )
+
+
+def create_app(settings: Settings | None = None, clock: Clock | None = None) -> FastAPI:
+    """Build the decision API.
+
+    Nothing is loaded here: the lifespan reads the policy, opens the online store and the
+    audit log, and loads the champion once. A missing model or store does not stop the
+    service: it answers manual_review with SCORE_UNAVAILABLE and /readyz says why.
+
+    Args:
+        settings: Configuration; read from the environment when None.
+        clock: Seconds since the epoch (tests move time for the velocity limits).
+    """
+    settings = settings if settings is not None else Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        policy = load_policy(settings.policy_path)
+        service = Service(settings, policy, Metrics(), clock or time.time)
+        app.state.service = service
+        app.state.tokens = token_table(settings)
+        service.open_store()
+        try:
+            service.open_audit()
+        except AuditUnavailable as exc:
+            logger.error("audit log unavailable", extra={"fields": {"error": str(exc)}})
+        try:
+            await service.load_model()
+        except ModelUnavailable:
+            pass  # logged; decisions fail closed until an admin reload succeeds
+        logger.info(
+            "serving",
+            extra={
+                "fields": {
+                    "environment": settings.environment,
+                    "policy_version": policy.version,
+                    "model_version": service.champion.version if service.champion else None,
+                    "store": str(settings.store_path),
+                    "audit": str(settings.audit_path),
+                }
+            },
+        )
+        try:
+            yield
+        finally:
+            service.close()
+
+    app = FastAPI(
+        title="fastrefund decision API",
+        summary="Unshipped fast refunds: hard rules, buyer premium score, audited decisions.",
+        version="1",
+        lifespan=lifespan,
+    )
+    app.include_router(decisions.router)
+    app.include_router(admin.router)
+    app.include_router(health.router)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(AuditUnavailable, _audit_down)
+    app.add_exception_handler(Exception, _unexpected)
+    app.add_middleware(BodySizeLimit, limit=settings.max_body_bytes)
+    return app

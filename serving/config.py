@@ -1,0 +1,75 @@
+"""Service configuration from the environment (prefix FASTREFUND_) or a `.env` file."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEV_DECIDER_TOKEN = "dev-decider-token"
+DEV_ADMIN_TOKEN = "dev-admin-token"
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+
+
+class Settings(BaseSettings):
+    """Everything the decision API needs to know about its environment.
+
+    Tokens are secrets: they are never logged and never shown in `repr`. Outside
+    `development` the default development tokens are refused.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="FASTREFUND_", env_file=".env", extra="ignore", frozen=True
+    )
+
+    environment: Literal["development", "staging", "production"] = "development"
+    decider_tokens: list[SecretStr] = Field(
+        default_factory=lambda: [SecretStr(DEV_DECIDER_TOKEN)],
+        description="Bearer tokens allowed to ask for decisions (JSON list).",
+    )
+    admin_tokens: list[SecretStr] = Field(
+        default_factory=lambda: [SecretStr(DEV_ADMIN_TOKEN)],
+        description="Bearer tokens allowed on admin routes, and to ask for decisions.",
+    )
+    store_path: Path = Field(Path("data/online.db"), description="The online store (SQLite).")
+    audit_path: Path = Field(Path("data/audit.db"), description="The audit log (SQLite).")
+    audit_synchronous: Literal["NORMAL", "FULL"] = Field(
+        "NORMAL",
+        description="SQLite synchronous mode of the audit log: NORMAL (WAL; survives a process "
+        "crash) or FULL (fsync on every commit; survives a power loss).",
+    )
+    policy_path: Path | None = Field(None, description="Policy file; default: the packaged one.")
+    mlflow_tracking_uri: str | None = Field(
+        None, description="MLflow tracking URI; default $MLFLOW_TRACKING_URI or sqlite:///mlflow.db"
+    )
+    model_name: str = "buyer-quality"
+    model_alias: str = "champion"
+    max_body_bytes: int = Field(2_000_000, gt=0, description="Larger request bodies get a 413.")
+    store_check_seconds: float = Field(
+        1.0, ge=0, description="How often to look for a store that was missing at startup."
+    )
+    log_level: str = "INFO"
+
+    @model_validator(mode="after")
+    def _refuse_dev_tokens_outside_development(self) -> Settings:
+        if self.environment == "development":
+            return self
+        tokens = [t.get_secret_value() for t in [*self.decider_tokens, *self.admin_tokens]]
+        if not self.admin_tokens or not self.decider_tokens:
+            raise ValueError(f"{self.environment}: set FASTREFUND_DECIDER/ADMIN_TOKENS")
+        if DEV_DECIDER_TOKEN in tokens or DEV_ADMIN_TOKEN in tokens:
+            raise ValueError(f"{self.environment}: the default development tokens are refused")
+        if any(len(token) < 16 for token in tokens):
+            raise ValueError(f"{self.environment}: tokens must be at least 16 characters")
+        return self
+
+    def tracking_uri(self) -> str:
+        """The MLflow tracking URI: the setting, else $MLFLOW_TRACKING_URI, else the default."""
+        return (
+            self.mlflow_tracking_uri
+            or os.environ.get("MLFLOW_TRACKING_URI")
+            or DEFAULT_TRACKING_URI
+        )

@@ -1,0 +1,78 @@
+"""Named dependencies: the service, and the caller's role from the bearer token."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Annotated, Literal
+
+from fastapi import Depends, HTTPException, Request, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from serving.config import Settings
+from serving.service import Service
+
+Role = Literal["decider", "admin"]
+
+_bearer = HTTPBearer(auto_error=False, description="A decider or admin token.")
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who is calling: a role and a label safe to log (never the token)."""
+
+    role: Role
+    label: str
+
+
+def token_table(settings: Settings) -> dict[bytes, Caller]:
+    """Map the SHA-256 of each configured token to its caller; the tokens are not kept."""
+    table: dict[bytes, Caller] = {}
+    for role, tokens in (("decider", settings.decider_tokens), ("admin", settings.admin_tokens)):
+        for i, token in enumerate(tokens):
+            digest = hashlib.sha256(token.get_secret_value().encode()).digest()
+            table[digest] = Caller(role, f"{role}#{i}")  # type: ignore[arg-type]
+    return table
+
+
+def get_service(request: Request) -> Service:
+    """The worker's service, built in the lifespan."""
+    return request.app.state.service
+
+
+def _caller(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Caller:
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            "missing bearer token",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    digest = hashlib.sha256(credentials.credentials.encode()).digest()
+    caller = request.app.state.tokens.get(digest)
+    if caller is None:
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            "invalid bearer token",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    return caller
+
+
+def require_decider(caller: Annotated[Caller, Depends(_caller)]) -> Caller:
+    """Deciders and admins may ask for decisions."""
+    return caller
+
+
+def require_admin(caller: Annotated[Caller, Depends(_caller)]) -> Caller:
+    """Only admins may change buyers, shops or the model."""
+    if caller.role != "admin":
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "this route needs an admin token")
+    return caller
+
+
+ServiceDep = Annotated[Service, Depends(get_service)]
+DeciderDep = Annotated[Caller, Depends(require_decider)]
+AdminDep = Annotated[Caller, Depends(require_admin)]

@@ -1,0 +1,215 @@
+"""Materialize the online store: buyer features, revocations and shop eligibility as of a date.
+
+Uses the same feature code as training (`features.build_features`), so there is no
+training/serving skew. Everything is computed first and written in one transaction: a failed
+run leaves the previous snapshot serving.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+import features
+from features.shops import SHOP_METRIC_COLUMNS, shop_metrics
+from serving.policy import Policy, ShopEligibility, load_policy
+from serving.store import StoreMeta, write_snapshot
+
+
+@dataclass(frozen=True)
+class MaterializeReport:
+    """What a run wrote, and the risk POLICY.md asks to make visible."""
+
+    store_path: Path
+    as_of: str
+    feature_set_version: str
+    buyers: int
+    revoked_buyers: int
+    shops: int
+    eligible_shops: int
+    approved_pre_ship_refunds: int
+    tracking_after_refund: int
+    worst_shops: list[dict] = field(default_factory=list)
+
+
+def default_as_of(log: features.TransactionLog) -> pd.Timestamp:
+    """The end of the log as an as-of date: the day after its last instant (all of it known)."""
+    if log.end is None:
+        raise ValueError("the log has no end (no meta.json and no timestamps); give --as-of")
+    end = pd.Timestamp(log.end)
+    day = end.normalize()
+    return day if day == end else day + pd.Timedelta(days=1)
+
+
+def shop_eligibility(metrics: pd.DataFrame, thresholds: ShopEligibility) -> pd.DataFrame:
+    """Decide each shop's eligibility from its metrics (pure).
+
+    A rate counts against a shop only when it rests on at least `min_events_for_rate`
+    events, so a new shop's first bad order does not decide it.
+
+    Returns:
+        `shop_id`, `eligible` (bool), `reasons` ("; "-joined, empty when eligible).
+    """
+    enough = thresholds.min_events_for_rate
+    checks = [
+        (
+            metrics["shop_age_days"] < thresholds.min_shop_age_days,
+            f"open fewer than {thresholds.min_shop_age_days} days",
+        ),
+        (
+            (metrics["orders_due"] >= enough)
+            & (metrics["late_shipment_rate"] > thresholds.max_late_shipment_rate),
+            f"late shipment rate above {thresholds.max_late_shipment_rate:.0%}",
+        ),
+        (
+            (metrics["approved_pre_ship_refunds"] >= enough)
+            & (metrics["tracking_after_refund_rate"] > thresholds.max_tracking_after_refund_rate),
+            "tracking numbers entered after approved pre-shipment refunds above "
+            f"{thresholds.max_tracking_after_refund_rate:.0%}",
+        ),
+        (
+            (metrics["orders"] >= enough) & (metrics["dispute_rate"] > thresholds.max_dispute_rate),
+            f"dispute rate above {thresholds.max_dispute_rate:.0%}",
+        ),
+    ]
+    reasons = pd.Series([[] for _ in range(len(metrics))], index=metrics.index, dtype=object)
+    for failed, text in checks:
+        for i in metrics.index[failed.fillna(False).to_numpy()]:
+            reasons[i].append(text)
+    return pd.DataFrame(
+        {
+            "shop_id": metrics["shop_id"],
+            "eligible": reasons.map(len) == 0,
+            "reasons": reasons.map("; ".join),
+        }
+    )
+
+
+def revoked_buyers(log: features.TransactionLog, known_at: pd.Timestamp) -> pd.Series:
+    """Buyers with a refund confirmed as abuse before T: reason text, indexed by buyer_id."""
+    refunds = log.refunds
+    confirmed = refunds.loc[refunds["abuse_confirmed_at"] < known_at]
+    confirmed = confirmed.sort_values("abuse_confirmed_at").groupby("buyer_id").last()
+    return pd.Series(
+        [
+            f"abuse confirmed on refund {rid} at {at.isoformat()}"
+            for rid, at in zip(confirmed["refund_id"], confirmed["abuse_confirmed_at"], strict=True)
+        ],
+        index=confirmed.index,
+        dtype=object,
+    )
+
+
+def _plain(value: float) -> float | None:
+    return None if math.isnan(value) else round(float(value), 6)
+
+
+def materialize(
+    data_dir: str | Path,
+    as_of: object = None,
+    store_path: str | Path | None = None,
+    policy: Policy | None = None,
+) -> MaterializeReport:
+    """Compute the snapshot as of a date and replace the online store with it, atomically.
+
+    Args:
+        data_dir: The transaction log (a directory `features.load_log` reads).
+        as_of: The as-of date D (features known at D 00:00 UTC); default: the end of the log.
+        store_path: The SQLite store; default: the service setting (FASTREFUND_STORE_PATH).
+        policy: The policy (shop thresholds); default: the service's policy file.
+
+    Raises:
+        features.LogFileError, features.LogValidationError: The log cannot be used.
+        ValueError: The as-of date is not a date.
+    """
+    if store_path is None or policy is None:
+        from serving.config import Settings
+
+        settings = Settings()
+        store_path = store_path if store_path is not None else settings.store_path
+        policy = policy if policy is not None else load_policy(settings.policy_path)
+    log = features.load_log(data_dir)
+    known_at = features.as_of_time(default_as_of(log) if as_of is None else as_of)
+    as_of_text = known_at.date().isoformat()
+
+    feats = features.build_features(log, [known_at])
+    columns = list(features.FEATURE_COLUMNS)
+    known = log.known_at(known_at)
+    order_count = known.orders.groupby("buyer_id").size()
+    registered = known.buyers.set_index("buyer_id")["registered_at"]
+    buyer_ids = feats["buyer_id"]
+    vectors = feats[columns].to_numpy(dtype=np.float64)
+    counts = order_count.reindex(buyer_ids, fill_value=0).to_numpy()
+    registered_s = registered.reindex(buyer_ids).astype("int64").to_numpy() / 1e9  # epoch seconds
+    revoked = revoked_buyers(known, known_at) if policy.revoke_on_confirmed_abuse else pd.Series()
+    revoked_reason = revoked.reindex(buyer_ids).to_numpy()
+    buyer_rows = [
+        (
+            buyer_id,
+            float(registered_s[i]),
+            int(counts[i]),
+            vectors[i].tobytes(),
+            int(isinstance(revoked_reason[i], str)),
+            revoked_reason[i] if isinstance(revoked_reason[i], str) else None,
+        )
+        for i, buyer_id in enumerate(buyer_ids.tolist())
+    ]
+
+    thresholds = policy.shop_eligibility
+    metrics = shop_metrics(log, known_at, thresholds.ship_deadline_hours)
+    eligibility = shop_eligibility(metrics, thresholds)
+    metric_rows = metrics[SHOP_METRIC_COLUMNS].to_dict("records")
+    shop_rows = [
+        (
+            shop_id,
+            int(eligible),
+            reasons,
+            json.dumps({k: _plain(v) for k, v in row.items()}),
+        )
+        for shop_id, eligible, reasons, row in zip(
+            eligibility["shop_id"],
+            eligibility["eligible"],
+            eligibility["reasons"],
+            metric_rows,
+            strict=True,
+        )
+    ]
+
+    meta = StoreMeta(
+        as_of=as_of_text,
+        feature_set_version=features.FEATURE_SET_VERSION,
+        feature_columns=tuple(columns),
+        materialized_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        policy_version=policy.version,
+    )
+    write_snapshot(store_path, meta, buyer_rows, shop_rows)
+
+    worst = metrics.loc[metrics["tracking_after_refund"] > 0].sort_values(
+        ["tracking_after_refund", "tracking_after_refund_rate"], ascending=False
+    )
+    return MaterializeReport(
+        store_path=Path(store_path),
+        as_of=as_of_text,
+        feature_set_version=features.FEATURE_SET_VERSION,
+        buyers=len(buyer_rows),
+        revoked_buyers=int(pd.notna(revoked_reason).sum()),
+        shops=len(shop_rows),
+        eligible_shops=int(eligibility["eligible"].sum()),
+        approved_pre_ship_refunds=int(metrics["approved_pre_ship_refunds"].sum()),
+        tracking_after_refund=int(metrics["tracking_after_refund"].sum()),
+        worst_shops=[
+            {
+                "shop_id": row.shop_id,
+                "tracking_after_refund": int(row.tracking_after_refund),
+                "approved_pre_ship_refunds": int(row.approved_pre_ship_refunds),
+                "rate": _plain(row.tracking_after_refund_rate),
+            }
+            for row in worst.head(10).itertuples()
+        ],
+    )

@@ -1,0 +1,71 @@
+"""The business policy as a versioned config file (serving/policy.yaml), typed and frozen."""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class MinHistory(_Frozen):
+    """How much history a buyer needs before the model's score is trusted."""
+
+    orders: int = Field(ge=0)
+    account_age_days: int = Field(ge=0)
+
+
+class Velocity(_Frozen):
+    """Auto-approval limits per buyer, over rolling windows ending at the decision."""
+
+    max_auto_approvals_per_day: int = Field(ge=0)
+    max_auto_approvals_per_30_days: int = Field(ge=0)
+
+
+class ShopEligibility(_Frozen):
+    """Thresholds on the shop metrics that decide which shops get the service."""
+
+    min_shop_age_days: int = Field(ge=0)
+    ship_deadline_hours: float = Field(gt=0)
+    max_late_shipment_rate: float = Field(ge=0, le=1)
+    max_tracking_after_refund_rate: float = Field(ge=0, le=1)
+    max_dispute_rate: float = Field(ge=0, le=1)
+    min_events_for_rate: int = Field(ge=0)
+
+
+class Policy(_Frozen):
+    """The unshipped fast-refund policy; `version` is in every answer and audit record."""
+
+    version: str = Field(min_length=1)
+    amount_limit_fen: int = Field(gt=0)
+    excluded_categories: frozenset[str]
+    min_history: MinHistory
+    velocity: Velocity
+    shop_eligibility: ShopEligibility
+    revoke_on_confirmed_abuse: bool = True
+
+
+def load_policy(path: str | Path | None = None) -> Policy:
+    """Read and validate a policy file.
+
+    Args:
+        path: A YAML policy file; None reads the packaged `serving/policy.yaml`.
+
+    Raises:
+        ValueError: If the file is not valid YAML or breaks the policy schema.
+        OSError: If the file cannot be read.
+    """
+    if path is None:
+        text = resources.files("serving").joinpath("policy.yaml").read_text(encoding="utf-8")
+    else:
+        text = Path(path).read_text(encoding="utf-8")
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ValueError(f"policy file {path or 'serving/policy.yaml'}: not YAML: {exc}") from exc
+    return Policy.model_validate(raw)

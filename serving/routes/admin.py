@@ -1,0 +1,134 @@
+"""`/v1/admin`: revoke or restore buyers, set shop eligibility, reload the model."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from fastapi import APIRouter, HTTPException, status
+
+from serving.deps import AdminDep, ServiceDep
+from serving.model import ModelUnavailable
+from serving.schemas import RevocationChange, ShopEligibilityChange
+from serving.service import Service
+from serving.store import OnlineStore
+
+router = APIRouter(prefix="/v1/admin", tags=["admin"])
+logger = logging.getLogger("serving.admin")
+
+
+def _store(service: Service) -> OnlineStore:
+    store = service.open_store()
+    if store is None:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, service.store_error)
+    return store
+
+
+def _audit(service: Service, actor: str, action: str, target: str, reason: str, detail: dict):
+    service.open_audit().record_admin_action(
+        service.clock(), actor, action, target, reason, json.dumps(detail, ensure_ascii=False)
+    )
+    logger.info(
+        "admin action",
+        extra={"fields": {"actor": actor, "action": action, "target": target, "reason": reason}},
+    )
+
+
+def _buyer_view(store: OnlineStore, buyer_id: str) -> dict:
+    buyer = store.buyer(buyer_id)
+    return {
+        "buyer_id": buyer_id,
+        "known": buyer is not None and len(buyer.features) > 0,
+        "revoked": buyer is not None and buyer.revoked,
+        "revoked_reason": buyer.revoked_reason if buyer is not None and buyer.revoked else None,
+        "order_count": buyer.order_count if buyer is not None else None,
+        "as_of": store.meta().as_of,
+    }
+
+
+@router.get("/buyers/{buyer_id}")
+async def get_buyer(buyer_id: str, caller: AdminDep, service: ServiceDep) -> dict:
+    """What the online store knows about a buyer."""
+    return _buyer_view(_store(service), buyer_id)
+
+
+@router.post("/buyers/{buyer_id}/revoke")
+async def revoke_buyer(
+    buyer_id: str, change: RevocationChange, caller: AdminDep, service: ServiceDep
+) -> dict:
+    """Revoke the service for a buyer (POLICY.md: abuse); survives every refresh."""
+    store = _store(service)
+    _audit(service, caller.label, "revoke_buyer", buyer_id, change.reason, {})
+    store.set_buyer_revoked(buyer_id, True, change.reason, caller.label)
+    return _buyer_view(store, buyer_id)
+
+
+@router.post("/buyers/{buyer_id}/restore")
+async def restore_buyer(
+    buyer_id: str, change: RevocationChange, caller: AdminDep, service: ServiceDep
+) -> dict:
+    """Restore the service for a buyer, overriding a revocation from the log too."""
+    store = _store(service)
+    _audit(service, caller.label, "restore_buyer", buyer_id, change.reason, {})
+    store.set_buyer_revoked(buyer_id, False, change.reason, caller.label)
+    return _buyer_view(store, buyer_id)
+
+
+def _shop_view(store: OnlineStore, shop_id: str) -> dict:
+    shop = store.shop(shop_id)
+    if shop is None:
+        return {"shop_id": shop_id, "known": False, "eligible": False, "reasons": "unknown"}
+    return {
+        "shop_id": shop_id,
+        "known": bool(shop.metrics),
+        "eligible": shop.eligible,
+        "reasons": shop.reasons,
+        "metrics": shop.metrics,
+    }
+
+
+@router.get("/shops/{shop_id}")
+async def get_shop(shop_id: str, caller: AdminDep, service: ServiceDep) -> dict:
+    """A shop's eligibility and the metrics it was decided from, including the approved
+    pre-shipment refunds whose order later got a tracking number (POLICY.md's risk)."""
+    return _shop_view(_store(service), shop_id)
+
+
+@router.put("/shops/{shop_id}/eligibility")
+async def set_shop_eligibility(
+    shop_id: str, change: ShopEligibilityChange, caller: AdminDep, service: ServiceDep
+) -> dict:
+    """Grant or withdraw the service for a shop; survives every refresh."""
+    store = _store(service)
+    _audit(
+        service,
+        caller.label,
+        "set_shop_eligibility",
+        shop_id,
+        change.reason,
+        {"eligible": change.eligible},
+    )
+    store.set_shop_eligibility(shop_id, change.eligible, change.reason, caller.label)
+    return _shop_view(store, shop_id)
+
+
+@router.post("/model/reload")
+async def reload_model(caller: AdminDep, service: ServiceDep) -> dict:
+    """Load the current champion and swap it in without dropping requests."""
+    previous = service.champion.version if service.champion is not None else None
+    try:
+        champion = await service.load_model()
+    except ModelUnavailable as exc:
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            f"reload failed, still serving version {previous}: {exc}",
+        ) from exc
+    _audit(
+        service,
+        caller.label,
+        "reload_model",
+        champion.name,
+        "admin reload",
+        {"previous": previous, "version": champion.version},
+    )
+    return {"model": {"name": champion.name, "version": champion.version}, "previous": previous}

@@ -1,0 +1,96 @@
+"""`/v1/refund-decisions`: decide one request, a batch, or read a stored decision."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+from fastapi import APIRouter, HTTPException, Response, status
+from pydantic import ValidationError
+
+from serving.deps import DeciderDep, ServiceDep
+from serving.schemas import BatchRequest, BatchResponse, DecisionRequest, DecisionResponse
+
+router = APIRouter(prefix="/v1/refund-decisions", tags=["decisions"])
+logger = logging.getLogger("serving.decisions")
+
+_ERRORS = {
+    401: {"description": "Missing or invalid bearer token"},
+    409: {"description": "The refund_id was already decided for a different request"},
+    422: {"description": "Invalid request; the detail names the field"},
+    503: {"description": "The audit log is down: fall back to merchant review"},
+}
+
+
+def _json_response(payload: dict, status_code: int = 200) -> Response:
+    body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+    return Response(body, status_code=status_code, media_type="application/json")
+
+
+def _errors(exc: ValidationError) -> list[dict]:
+    return [
+        {"loc": list(err["loc"]), "msg": err["msg"], "type": err["type"]} for err in exc.errors()
+    ]
+
+
+@router.post("", response_model=DecisionResponse, responses=_ERRORS)
+async def decide(request: DecisionRequest, caller: DeciderDep, service: ServiceDep) -> Response:
+    """Decide one refund request: auto_approve only when every rule passes."""
+    started = time.perf_counter()
+    outcome = service.decide([request])[0]
+    service.metrics.latency.labels(route="single").observe(time.perf_counter() - started)
+    body = outcome.body
+    logger.info(
+        "decision",
+        extra={
+            "fields": {
+                "refund_id": request.refund_id,
+                "caller": caller.label,
+                "status": outcome.status,
+                "decision": body.get("decision"),
+                "reasons": [r["code"] for r in body.get("reasons", ())],
+                "replayed": body.get("replayed"),
+            }
+        },
+    )
+    return _json_response(body, outcome.status)
+
+
+@router.post("/batch", response_model=BatchResponse, responses=_ERRORS)
+async def decide_batch(batch: BatchRequest, caller: DeciderDep, service: ServiceDep) -> Response:
+    """Decide up to 1,000 requests; each item gets the status it would have had alone."""
+    started = time.perf_counter()
+    results: list[dict | None] = [None] * len(batch.requests)
+    valid: list[tuple[int, DecisionRequest]] = []
+    for i, item in enumerate(batch.requests):
+        try:
+            valid.append((i, DecisionRequest.model_validate(item)))
+        except ValidationError as exc:
+            results[i] = {"index": i, "status": 422, "error": _errors(exc)}
+    outcomes = service.decide([request for _, request in valid]) if valid else []
+    for (i, _), outcome in zip(valid, outcomes, strict=True):
+        key = "decision" if outcome.status == 200 else "error"
+        results[i] = {"index": i, "status": outcome.status, key: outcome.body}
+    service.metrics.latency.labels(route="batch").observe(time.perf_counter() - started)
+    logger.info(
+        "batch decided",
+        extra={
+            "fields": {
+                "caller": caller.label,
+                "items": len(results),
+                "invalid": len(results) - len(valid),
+                "auto_approved": sum(o.body.get("decision") == "auto_approve" for o in outcomes),
+            }
+        },
+    )
+    return _json_response({"results": results})
+
+
+@router.get("/{refund_id}", response_model=DecisionResponse, responses=_ERRORS)
+async def get_decision(refund_id: str, caller: DeciderDep, service: ServiceDep) -> Response:
+    """The stored decision for a refund, as it was answered."""
+    stored = service.open_audit().get(refund_id)
+    if stored is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no decision for refund_id {refund_id}")
+    return Response(stored.response.encode(), media_type="application/json")

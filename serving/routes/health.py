@@ -1,0 +1,49 @@
+"""Liveness, readiness and Prometheus metrics (no token needed)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from serving.audit import AuditUnavailable
+from serving.deps import ServiceDep
+from serving.store import StoreUnavailable
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz")
+async def healthz() -> dict:
+    """The process is up."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+async def readyz(service: ServiceDep, response: Response) -> dict:
+    """Ready when the champion, the online store and the audit log are all usable.
+
+    Not ready still answers decisions (fail closed, manual_review), so a load balancer can
+    prefer ready instances without the API ever approving blind.
+    """
+    checks: dict[str, str] = {}
+    champion = service.champion
+    checks["model"] = f"ok: version {champion.version}" if champion else service.model_error
+    store = service.open_store()
+    try:
+        checks["store"] = f"ok: as of {store.meta().as_of}" if store else service.store_error
+    except StoreUnavailable as exc:
+        checks["store"] = str(exc)
+    try:
+        service.open_audit().ping()
+        checks["audit"] = "ok"
+    except AuditUnavailable as exc:
+        checks["audit"] = str(exc) or service.audit_error
+    ready = all(value.startswith("ok") for value in checks.values())
+    response.status_code = 200 if ready else 503
+    return {"ready": ready, "checks": checks, "policy_version": service.policy.version}
+
+
+@router.get("/metrics")
+async def metrics(service: ServiceDep) -> Response:
+    """Prometheus text format."""
+    return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)

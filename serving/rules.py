@@ -1,0 +1,159 @@
+"""POLICY.md's hard rules as pure functions, and the decision as a function of their results.
+
+Each rule takes plain values and returns None when it passes or a `Failure` carrying one of
+DESIGN.md's stable reason codes. `decide` approves only when nothing failed, so every
+decision can be explained and replayed from the audit record.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import StrEnum
+
+from serving.policy import MinHistory, Velocity
+
+# POLICY.md, word for word: the note an automatic approval carries.
+APPROVAL_NOTE = "该用户为平台优质用户且订单满足极速退款条件,平台已自动审核通过卖家发货前仅退款申请"
+
+AUTO_APPROVE = "auto_approve"
+MANUAL_REVIEW = "manual_review"
+
+
+class Reason(StrEnum):
+    """The stable reason codes of DESIGN.md."""
+
+    ORDER_SHIPPED = "ORDER_SHIPPED"
+    AMOUNT_NOT_BELOW_LIMIT = "AMOUNT_NOT_BELOW_LIMIT"
+    CATEGORY_EXCLUDED = "CATEGORY_EXCLUDED"
+    KIND_NOT_REFUND_ONLY = "KIND_NOT_REFUND_ONLY"
+    SHOP_NOT_ELIGIBLE = "SHOP_NOT_ELIGIBLE"
+    BUYER_REVOKED = "BUYER_REVOKED"
+    BUYER_NO_HISTORY = "BUYER_NO_HISTORY"
+    BUYER_NOT_PREMIUM = "BUYER_NOT_PREMIUM"
+    VELOCITY_LIMIT = "VELOCITY_LIMIT"
+    SCORE_UNAVAILABLE = "SCORE_UNAVAILABLE"
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """A rule that did not pass: its reason code and a message for the after-sales agent."""
+
+    code: Reason
+    message: str
+
+
+def _fen(fen: int) -> str:
+    return f"{fen // 100}.{fen % 100:02d}"
+
+
+def order_unshipped(status: str, tracking_number: str | None) -> Failure | None:
+    """POLICY.md rule 4: paid, and no tracking number entered, as the backend shows it."""
+    if status != "paid_unshipped":
+        return Failure(Reason.ORDER_SHIPPED, f"order status is {status}, not paid_unshipped")
+    if tracking_number:
+        return Failure(Reason.ORDER_SHIPPED, "order already has a tracking number")
+    return None
+
+
+def amount_below_limit(paid_fen: int, limit_fen: int) -> Failure | None:
+    """POLICY.md rule 2: the actually-paid amount is strictly below the limit."""
+    if paid_fen < limit_fen:
+        return None
+    return Failure(
+        Reason.AMOUNT_NOT_BELOW_LIMIT,
+        f"paid amount {_fen(paid_fen)} CNY is not below {_fen(limit_fen)} CNY",
+    )
+
+
+def goods_not_excluded(
+    is_virtual: bool, is_custom: bool, category: str, excluded_categories: Iterable[str]
+) -> Failure | None:
+    """POLICY.md rule 3: neither virtual nor custom-made, by flag or by category."""
+    if is_virtual:
+        return Failure(Reason.CATEGORY_EXCLUDED, "virtual goods are excluded")
+    if is_custom:
+        return Failure(Reason.CATEGORY_EXCLUDED, "custom-made goods are excluded")
+    if category in excluded_categories:
+        return Failure(Reason.CATEGORY_EXCLUDED, f"category {category} is excluded")
+    return None
+
+
+def refund_only(kind: str) -> Failure | None:
+    """The service covers refund-only requests (仅退款), not returns."""
+    if kind == "refund_only":
+        return None
+    return Failure(Reason.KIND_NOT_REFUND_ONLY, f"request kind is {kind}, not refund_only")
+
+
+def shop_eligible(eligible: bool | None, why_not: str = "") -> Failure | None:
+    """The platform grants the service to this shop (None: the shop is unknown)."""
+    if eligible is None:
+        return Failure(Reason.SHOP_NOT_ELIGIBLE, "shop is unknown to the online store")
+    if eligible:
+        return None
+    return Failure(Reason.SHOP_NOT_ELIGIBLE, f"shop is not eligible: {why_not or 'by policy'}")
+
+
+def buyer_not_revoked(revoked: bool, why: str = "") -> Failure | None:
+    """The platform has not revoked the service for this buyer."""
+    if not revoked:
+        return None
+    return Failure(Reason.BUYER_REVOKED, f"service revoked for this buyer: {why or 'by policy'}")
+
+
+def buyer_has_history(
+    order_count: int | None, account_age_days: float | None, minimum: MinHistory
+) -> Failure | None:
+    """The buyer is known and has the minimum history (None: the buyer is unknown)."""
+    if order_count is None or account_age_days is None:
+        return Failure(Reason.BUYER_NO_HISTORY, "buyer is unknown to the online store")
+    if order_count < minimum.orders:
+        return Failure(
+            Reason.BUYER_NO_HISTORY,
+            f"buyer has {order_count} orders, fewer than {minimum.orders}",
+        )
+    if account_age_days < minimum.account_age_days:
+        return Failure(
+            Reason.BUYER_NO_HISTORY,
+            f"account is {int(account_age_days)} days old, younger than {minimum.account_age_days}",
+        )
+    return None
+
+
+def within_velocity(
+    approvals_last_day: int, approvals_last_30_days: int, limits: Velocity
+) -> Failure | None:
+    """Another auto-approval keeps the buyer within the daily and 30-day limits."""
+    if approvals_last_day >= limits.max_auto_approvals_per_day:
+        return Failure(
+            Reason.VELOCITY_LIMIT,
+            f"{approvals_last_day} auto-approvals in the last day "
+            f"(limit {limits.max_auto_approvals_per_day})",
+        )
+    if approvals_last_30_days >= limits.max_auto_approvals_per_30_days:
+        return Failure(
+            Reason.VELOCITY_LIMIT,
+            f"{approvals_last_30_days} auto-approvals in the last 30 days "
+            f"(limit {limits.max_auto_approvals_per_30_days})",
+        )
+    return None
+
+
+def buyer_premium(score: float | None, threshold: float | None) -> Failure | None:
+    """POLICY.md rule 1: the champion's score is at or below its stored threshold."""
+    if score is None or threshold is None or math.isnan(score) or math.isnan(threshold):
+        return Failure(Reason.SCORE_UNAVAILABLE, "buyer score is unavailable")
+    if score <= threshold:
+        return None
+    return Failure(
+        Reason.BUYER_NOT_PREMIUM,
+        f"buyer score {score:.4f} is above the premium threshold {threshold:.4f}",
+    )
+
+
+def decide(failures: Iterable[Failure | None]) -> tuple[str, list[Failure]]:
+    """Return the decision and the failed rules: auto_approve only when every rule passed."""
+    failed = [failure for failure in failures if failure is not None]
+    return (MANUAL_REVIEW if failed else AUTO_APPROVE), failed

@@ -1,0 +1,151 @@
+"""The API's request and answer shapes (pydantic). Money is integer fen, never a float."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    StringConstraints,
+    field_validator,
+)
+
+_AMOUNT = re.compile(r"(0|[1-9][0-9]{0,8})(\.[0-9]{1,2})?")
+
+OrderStatus = Literal["unpaid", "paid_unshipped", "shipped", "delivered", "completed", "cancelled"]
+Id = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[\x21-\x7e]+$")]
+Text = Annotated[str, StringConstraints(min_length=1, max_length=500)]
+
+
+def _fen_text(fen: int) -> str:
+    return f"{fen // 100}.{fen % 100:02d}"
+
+
+PaidFen = Annotated[int, PlainSerializer(_fen_text, return_type=str)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Order(_Strict):
+    """The order as the platform backend shows it at the moment of the request."""
+
+    order_id: Id
+    buyer_id: Id
+    shop_id: Id
+    category: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    is_virtual: bool
+    is_custom: bool
+    paid_amount: PaidFen = Field(
+        description="Actually-paid CNY as a decimal string with at most two decimals, "
+        'e.g. "299.99"; held as integer fen.'
+    )
+    currency: Literal["CNY"]
+    status: OrderStatus
+    tracking_number: Annotated[str, StringConstraints(max_length=64)] | None = None
+
+    @field_validator("paid_amount", mode="before")
+    @classmethod
+    def _parse_amount(cls, value: Any) -> int:
+        if not isinstance(value, str):
+            raise ValueError('must be a decimal string such as "299.99"')
+        if not _AMOUNT.fullmatch(value):
+            raise ValueError("must be a non-negative decimal string with at most two decimals")
+        whole, _, cents = value.partition(".")
+        fen = int(whole) * 100 + int(cents.ljust(2, "0") or 0)
+        if fen < 1:
+            raise ValueError("must be at least 0.01")
+        return fen
+
+
+class DecisionRequest(_Strict):
+    """`POST /v1/refund-decisions`: a buyer's refund request on an order."""
+
+    refund_id: Id
+    requested_at: AwareDatetime
+    kind: Literal["refund_only", "return_and_refund"]
+    order: Order
+
+    @field_validator("requested_at")
+    @classmethod
+    def _to_utc(cls, value: AwareDatetime) -> AwareDatetime:
+        return value.astimezone(UTC)
+
+
+class BatchRequest(BaseModel):
+    """`POST /v1/refund-decisions/batch`: up to `max_batch` requests, each judged alone."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    requests: list[dict[str, Any]] = Field(min_length=1, max_length=1000)
+
+
+class Reason(BaseModel):
+    """A failed rule."""
+
+    code: str
+    message: str
+
+
+class BuyerScore(BaseModel):
+    """The buyer premium: the champion's score and the threshold it is held to."""
+
+    premium: bool
+    score: float | None
+    threshold: float | None
+
+
+class ModelRef(BaseModel):
+    """The registered model version that scored the buyer."""
+
+    name: str
+    version: str | None
+
+
+class DecisionResponse(BaseModel):
+    """The answer; `note` is present only on `auto_approve`."""
+
+    refund_id: str
+    decision: Literal["auto_approve", "manual_review"]
+    reasons: list[Reason]
+    buyer: BuyerScore
+    model: ModelRef
+    policy_version: str
+    note: str | None = None
+    decided_at: str
+    replayed: bool
+
+
+class BatchItem(BaseModel):
+    """One batch item's outcome: `status` is the HTTP status it would have had alone."""
+
+    index: int
+    status: int
+    decision: DecisionResponse | None = None
+    error: Any = None
+
+
+class BatchResponse(BaseModel):
+    """A result per request, in order."""
+
+    results: list[BatchItem]
+
+
+class RevocationChange(_Strict):
+    """Why an admin revokes or restores a buyer."""
+
+    reason: Text
+
+
+class ShopEligibilityChange(_Strict):
+    """An admin's decision on a shop's eligibility, and why."""
+
+    eligible: bool
+    reason: Text

@@ -1,0 +1,390 @@
+"""The decision service: request → hard rules → buyer score → decision → audit record.
+
+`Service` holds what a worker needs (policy, champion, online store, audit log) and decides
+batches of validated requests; a single request is a batch of one. Everything here is
+synchronous and sub-millisecond per decision, so it runs on the event loop; only model
+loading runs in a thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import numpy as np
+
+from serving import rules
+from serving.audit import AuditLog, AuditUnavailable, DecisionRecord
+from serving.config import Settings
+from serving.metrics import Metrics
+from serving.model import Champion, ModelUnavailable, load_champion
+from serving.policy import Policy
+from serving.schemas import DecisionRequest
+from serving.store import BuyerRecord, OnlineStore, ShopRecord, StoreMeta, StoreUnavailable
+
+logger = logging.getLogger("serving")
+
+Clock = Callable[[], float]
+
+_REASON_ORDER = {reason: i for i, reason in enumerate(rules.Reason)}
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """One request's answer: 200 with a decision, or 409 for a refund_id conflict."""
+
+    status: int
+    body: dict
+
+
+class Conflict(Exception):
+    """A different request already used this refund_id."""
+
+
+def _json(payload: dict) -> str:
+    return json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
+
+
+class Service:
+    """One worker's decision service."""
+
+    def __init__(
+        self, settings: Settings, policy: Policy, metrics: Metrics, clock: Clock = time.time
+    ):
+        self.settings = settings
+        self.policy = policy
+        self.metrics = metrics
+        self.clock = clock
+        self.champion: Champion | None = None
+        self.model_error: str = "not loaded yet"
+        self.store: OnlineStore | None = None
+        self.store_error: str = "not opened yet"
+        self.audit: AuditLog | None = None
+        self.audit_error: str = "not opened yet"
+        self._next_store_try = 0.0
+        self._next_audit_try = 0.0
+        self._columns: tuple[tuple[str, tuple[str, ...]], np.ndarray | None] | None = None
+        self._reload_lock = asyncio.Lock()
+        metrics.policy.labels(version=policy.version).set(1)
+
+    # -- dependencies -----------------------------------------------------------------
+
+    def open_store(self) -> OnlineStore | None:
+        """The online store, reopened at most every `store_check_seconds` while missing."""
+        if self.store is not None:
+            return self.store
+        now = time.monotonic()
+        if now < self._next_store_try:
+            return None
+        self._next_store_try = now + self.settings.store_check_seconds
+        try:
+            self.store = OnlineStore.open(self.settings.store_path)
+            self.store_error = ""
+        except StoreUnavailable as exc:
+            self.store_error = str(exc)
+            self.metrics.unavailable.labels(component="store").inc()
+            logger.warning("online store unavailable", extra={"fields": {"error": str(exc)}})
+        return self.store
+
+    def open_audit(self) -> AuditLog:
+        """The audit log, reopened at most once a second while it is down.
+
+        Raises:
+            AuditUnavailable: It cannot be opened.
+        """
+        if self.audit is not None:
+            return self.audit
+        now = time.monotonic()
+        if now < self._next_audit_try:
+            raise AuditUnavailable(self.audit_error)
+        self._next_audit_try = now + 1.0
+        try:
+            self.audit = AuditLog.open(self.settings.audit_path, self.settings.audit_synchronous)
+            self.audit_error = ""
+        except AuditUnavailable as exc:
+            self.audit_error = str(exc)
+            self.metrics.unavailable.labels(component="audit").inc()
+            raise
+        return self.audit
+
+    async def load_model(self) -> Champion:
+        """Load the champion in a thread and swap it in; requests keep flowing meanwhile.
+
+        On failure the current model (if any) keeps serving.
+
+        Raises:
+            ModelUnavailable: The champion cannot be loaded.
+        """
+        async with self._reload_lock:
+            settings = self.settings
+            try:
+                champion = await asyncio.to_thread(
+                    load_champion,
+                    settings.tracking_uri(),
+                    settings.model_name,
+                    settings.model_alias,
+                )
+            except ModelUnavailable as exc:
+                self.metrics.unavailable.labels(component="model").inc()
+                if self.champion is None:
+                    self.model_error = str(exc)
+                logger.error("champion not loaded", extra={"fields": {"error": str(exc)}})
+                raise
+            self.champion = champion  # one reference swap: a request sees one model or the other
+            self.model_error = ""
+            self.metrics.serving_model(champion.name, champion.version)
+            logger.info(
+                "champion loaded",
+                extra={"fields": {"model": champion.name, "version": champion.version}},
+            )
+            return champion
+
+    def close(self) -> None:
+        """Close the databases."""
+        for db in (self.store, self.audit):
+            if db is not None:
+                db.close()
+
+    # -- deciding ---------------------------------------------------------------------
+
+    def decide(self, requests: Sequence[DecisionRequest]) -> list[Outcome]:
+        """Decide and audit a batch; every answer is committed before it is returned.
+
+        Raises:
+            AuditUnavailable: The audit log cannot be written; nothing is answered.
+        """
+        audit = self.open_audit()
+        now = self.clock()
+        champion = self.champion  # one model for the whole batch, even across a reload
+        policy = self.policy
+        store_failure, meta, found = self._lookup(requests)
+        scores = self._scores(champion, meta, found) if store_failure is None else None
+        decided_at = _iso(now)
+        model_ref = {"name": self.settings.model_name, "version": champion and champion.version}
+        threshold = champion.threshold if champion is not None else None
+        columns = meta.feature_columns if meta is not None else ()
+        outcomes: list[Outcome] = []
+        made: list[tuple[str, list[rules.Failure]]] = []
+        with audit.transaction() as tx:
+            for i, request in enumerate(requests):
+                request_text = request.model_dump_json()
+                request_hash = hashlib.sha256(request_text.encode()).hexdigest()
+                stored = tx.get(request.refund_id)
+                if stored is not None:
+                    outcomes.append(self._replay(stored, request_hash))
+                    continue
+                order = request.order
+                buyer, shop = found[i]
+                approvals = tx.approvals(order.buyer_id, now)
+                score = scores[i] if scores is not None else None
+                failures = self._rules(request, now, approvals)
+                if store_failure is None:
+                    failures += self._store_rules(now, buyer, shop, score, threshold)
+                else:
+                    # Buyer, shop and score cannot be checked: fail closed, say why once.
+                    failures.append(rules.Failure(rules.Reason.SCORE_UNAVAILABLE, store_failure))
+                failures.sort(key=lambda f: _REASON_ORDER[f.code])
+                decision, failed = rules.decide(failures)
+                body = {
+                    "refund_id": request.refund_id,
+                    "decision": decision,
+                    "reasons": [{"code": f.code.value, "message": f.message} for f in failed],
+                    "buyer": {
+                        "premium": score is not None
+                        and threshold is not None
+                        and score <= threshold,
+                        "score": score,
+                        "threshold": threshold,
+                    },
+                    "model": model_ref,
+                    "policy_version": policy.version,
+                    "decided_at": decided_at,
+                    "replayed": False,
+                }
+                if decision == rules.AUTO_APPROVE:
+                    body["note"] = rules.APPROVAL_NOTE
+                features = (
+                    dict(zip(columns, _plain(buyer.features), strict=False))
+                    if buyer is not None and len(buyer.features) == len(columns)
+                    else None
+                )
+                tx.insert(
+                    DecisionRecord(
+                        refund_id=request.refund_id,
+                        request_hash=request_hash,
+                        buyer_id=order.buyer_id,
+                        shop_id=order.shop_id,
+                        decision=decision,
+                        decided_at=now,
+                        request=request_text,
+                        features=_json(
+                            {
+                                "as_of": meta.as_of if meta else None,
+                                "feature_set_version": meta.feature_set_version if meta else None,
+                                "values": features,
+                            }
+                        ),
+                        model_name=self.settings.model_name,
+                        model_version=champion.version if champion is not None else None,
+                        policy_version=policy.version,
+                        response=_json(body),
+                    )
+                )
+                outcomes.append(Outcome(200, body))
+                made.append((decision, failed))
+        # Counted only once committed: a rolled-back batch decided nothing.
+        for decision, failed in made:
+            self.metrics.decisions.labels(decision=decision).inc()
+            for failure in failed:
+                self.metrics.reasons.labels(reason=failure.code.value).inc()
+        return outcomes
+
+    def _replay(self, stored: DecisionRecord, request_hash: str) -> Outcome:
+        if stored.request_hash != request_hash:
+            self.metrics.conflicts.inc()
+            return Outcome(
+                409,
+                {
+                    "detail": f"refund_id {stored.refund_id} was already decided for a "
+                    "different request",
+                    "refund_id": stored.refund_id,
+                },
+            )
+        self.metrics.replays.inc()
+        body = json.loads(stored.response)
+        body["replayed"] = True
+        return Outcome(200, body)
+
+    def _lookup(
+        self, requests: Sequence[DecisionRequest]
+    ) -> tuple[str | None, StoreMeta | None, list[tuple[BuyerRecord | None, ShopRecord | None]]]:
+        """Buyers and shops from the store, or why they could not be read."""
+        empty: list[tuple[BuyerRecord | None, ShopRecord | None]] = [(None, None)] * len(requests)
+        store = self.open_store()
+        if store is None:
+            return f"online store unavailable: {self.store_error}", None, empty
+        try:
+            meta, found = store.lookup((r.order.buyer_id, r.order.shop_id) for r in requests)
+        except StoreUnavailable as exc:
+            self.metrics.unavailable.labels(component="store").inc()
+            logger.error("online store read failed", extra={"fields": {"error": str(exc)}})
+            return f"online store unavailable: {exc}", None, empty
+        return None, meta, found
+
+    def _column_index(self, champion: Champion, meta: StoreMeta) -> np.ndarray | None:
+        """Where each of the model's input columns sits in the store's vectors (cached)."""
+        key = (champion.version, meta.feature_columns)
+        if self._columns is not None and self._columns[0] == key:
+            return self._columns[1]
+        position = {name: i for i, name in enumerate(meta.feature_columns)}
+        missing = [c for c in champion.feature_columns if c not in position]
+        index = None if missing else np.array([position[c] for c in champion.feature_columns])
+        if missing:
+            logger.error(
+                "the store lacks the model's features",
+                extra={"fields": {"model_version": champion.version, "missing": missing[:10]}},
+            )
+        self._columns = (key, index)
+        return index
+
+    def _scores(
+        self,
+        champion: Champion | None,
+        meta: StoreMeta | None,
+        found: list[tuple[BuyerRecord | None, ShopRecord | None]],
+    ) -> list[float | None] | None:
+        """The champion's score per request (None where it cannot be trusted)."""
+        if champion is None or meta is None:
+            return None
+        if champion.feature_set_version and (
+            champion.feature_set_version != meta.feature_set_version
+        ):
+            # Trained on other features than the store holds: skew, so no score at all.
+            self.metrics.unavailable.labels(component="scoring").inc()
+            return None
+        index = self._column_index(champion, meta)
+        if index is None:
+            self.metrics.unavailable.labels(component="scoring").inc()
+            return None
+        width = len(meta.feature_columns)
+        rows = [
+            i
+            for i, (buyer, _) in enumerate(found)
+            if buyer is not None and len(buyer.features) == width
+        ]
+        scores: list[float | None] = [None] * len(found)
+        if not rows:
+            return scores
+        matrix = np.stack([found[i][0].features for i in rows])[:, index]  # type: ignore[union-attr]
+        try:
+            predicted = champion.score(matrix)
+        except Exception as exc:  # noqa: BLE001 - fail closed on any scoring failure
+            self.metrics.unavailable.labels(component="scoring").inc()
+            logger.error("scoring failed", extra={"fields": {"error": repr(exc)}})
+            return scores
+        if predicted.shape != (len(rows),):
+            self.metrics.unavailable.labels(component="scoring").inc()
+            return scores
+        for i, value in zip(rows, predicted.tolist(), strict=True):
+            if math.isfinite(value) and 0.0 <= value <= 1.0:
+                scores[i] = value
+        return scores
+
+    def _rules(
+        self, request: DecisionRequest, now: float, approvals: tuple[int, int]
+    ) -> list[rules.Failure]:
+        """The rules on the request itself and the velocity limits, in POLICY.md's order."""
+        policy = self.policy
+        order = request.order
+        results = [
+            rules.order_unshipped(order.status, order.tracking_number),
+            rules.amount_below_limit(order.paid_amount, policy.amount_limit_fen),
+            rules.goods_not_excluded(
+                order.is_virtual, order.is_custom, order.category, policy.excluded_categories
+            ),
+            rules.refund_only(request.kind),
+            rules.within_velocity(*approvals, policy.velocity),
+        ]
+        return [r for r in results if r is not None]
+
+    def _store_rules(
+        self,
+        now: float,
+        buyer: BuyerRecord | None,
+        shop: ShopRecord | None,
+        score: float | None,
+        threshold: float | None,
+    ) -> list[rules.Failure]:
+        """The rules on what the online store knows: shop, buyer, history, premium."""
+        if buyer is not None and math.isfinite(buyer.registered_at):
+            history = buyer.order_count, (now - buyer.registered_at) / 86_400.0
+        else:
+            history = None, None
+        results = [
+            rules.shop_eligible(
+                None if shop is None else shop.eligible, shop.reasons if shop else ""
+            ),
+            rules.buyer_not_revoked(
+                buyer is not None and buyer.revoked, buyer.revoked_reason if buyer else ""
+            ),
+            rules.buyer_has_history(*history, self.policy.min_history),
+        ]
+        if buyer is not None and len(buyer.features):
+            # An unknown buyer has no history rather than an unavailable score.
+            results.append(rules.buyer_premium(score, threshold))
+        return [r for r in results if r is not None]
+
+
+def _plain(features: np.ndarray) -> list[float | None]:
+    return [None if math.isnan(v) else v for v in features.tolist()]

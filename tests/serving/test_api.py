@@ -1,0 +1,428 @@
+"""The decision API through the real app: rules, idempotency, auth, validation, admin,
+fail-closed behaviour and metrics (stub champion over a hand-made online store)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from serving.config import Settings
+from serving.rules import APPROVAL_NOTE
+from tests.serving.conftest import (
+    ADMIN,
+    DAY,
+    DECIDER,
+    THRESHOLD,
+    BrokenBooster,
+    Clock,
+    body,
+    codes,
+    no_champion,
+    stub_champion,
+    write_test_store,
+)
+
+URL = "/v1/refund-decisions"
+
+
+def decide(client: TestClient, payload: dict, headers: dict = DECIDER) -> dict:
+    response = client.post(URL, json=payload, headers=headers)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_a_premium_buyer_is_auto_approved_with_the_policy_note(client: TestClient) -> None:
+    answer = decide(client, body())
+    assert answer["decision"] == "auto_approve"
+    assert answer["reasons"] == []
+    assert answer["note"] == APPROVAL_NOTE
+    assert answer["buyer"] == {"premium": True, "score": 0.01, "threshold": THRESHOLD}
+    assert answer["model"] == {"name": "buyer-quality", "version": "7"}
+    assert answer["policy_version"] == "2025-06-01.1"
+    assert answer["replayed"] is False
+    assert answer["decided_at"].endswith("Z")
+
+
+@pytest.mark.parametrize(
+    ("order", "expected"),
+    [
+        ({"paid_amount": "299.99"}, []),
+        ({"paid_amount": "300.00"}, ["AMOUNT_NOT_BELOW_LIMIT"]),
+        ({"paid_amount": "300.01"}, ["AMOUNT_NOT_BELOW_LIMIT"]),
+        ({"status": "unpaid"}, ["ORDER_SHIPPED"]),
+        ({"status": "shipped"}, ["ORDER_SHIPPED"]),
+        ({"status": "delivered"}, ["ORDER_SHIPPED"]),
+        ({"status": "completed"}, ["ORDER_SHIPPED"]),
+        ({"status": "cancelled"}, ["ORDER_SHIPPED"]),
+        ({"tracking_number": "SF1234567"}, ["ORDER_SHIPPED"]),
+        ({"is_virtual": True}, ["CATEGORY_EXCLUDED"]),
+        ({"is_custom": True}, ["CATEGORY_EXCLUDED"]),
+        ({"category": "game_top_up"}, ["CATEGORY_EXCLUDED"]),
+        ({"kind": "return_and_refund"}, ["KIND_NOT_REFUND_ONLY"]),
+        ({"shop_id": "S_LATE"}, ["SHOP_NOT_ELIGIBLE"]),
+        ({"shop_id": "S_UNKNOWN"}, ["SHOP_NOT_ELIGIBLE"]),
+        ({"buyer_id": "B_REVOKED"}, ["BUYER_REVOKED"]),
+        ({"buyer_id": "B_UNKNOWN"}, ["BUYER_NO_HISTORY"]),
+        ({"buyer_id": "B_FEW"}, ["BUYER_NO_HISTORY"]),
+        ({"buyer_id": "B_YOUNG"}, ["BUYER_NO_HISTORY"]),
+        ({"buyer_id": "B_MIN"}, []),
+        ({"buyer_id": "B_EDGE"}, []),
+        ({"buyer_id": "B_BAD"}, ["BUYER_NOT_PREMIUM"]),
+        ({"buyer_id": "B_NAN"}, ["SCORE_UNAVAILABLE"]),
+        (
+            {
+                "paid_amount": "300.00",
+                "status": "shipped",
+                "is_virtual": True,
+                "kind": "return_and_refund",
+                "shop_id": "S_LATE",
+                "buyer_id": "B_BAD",
+            },
+            [
+                "ORDER_SHIPPED",
+                "AMOUNT_NOT_BELOW_LIMIT",
+                "CATEGORY_EXCLUDED",
+                "KIND_NOT_REFUND_ONLY",
+                "SHOP_NOT_ELIGIBLE",
+                "BUYER_NOT_PREMIUM",
+            ],
+        ),
+    ],
+)
+def test_every_failed_rule_is_listed(client: TestClient, order: dict, expected: list[str]) -> None:
+    answer = decide(client, body(**order))
+    assert codes(answer) == expected
+    assert answer["decision"] == ("auto_approve" if not expected else "manual_review")
+    assert ("note" in answer) == (not expected)
+
+
+def test_velocity_limits_count_auto_approvals_per_day_and_per_30_days(
+    client: TestClient, clock: Clock
+) -> None:
+    # The policy allows 2 auto-approvals a day and 6 in 30 days.
+    approved = []
+    for day in range(4):
+        for i in range(3):
+            answer = decide(client, body(f"V{day}-{i}"))
+            approved.append(answer["decision"] == "auto_approve")
+            if i == 2:
+                assert codes(answer) == ["VELOCITY_LIMIT"]
+        clock.now += DAY
+    assert approved == [True, True, False] * 3 + [False, False, False]
+    assert codes(decide(client, body("V-other", buyer_id="B_GOOD2"))) == []
+    clock.now += 30 * DAY
+    assert decide(client, body("V-later"))["decision"] == "auto_approve"
+
+
+def test_manual_reviews_do_not_count_towards_velocity(client: TestClient) -> None:
+    for i in range(5):
+        decide(client, body(f"M{i}", paid_amount="500.00"))
+    assert decide(client, body("M-ok"))["decision"] == "auto_approve"
+
+
+def test_same_request_again_is_replayed_and_a_different_one_is_a_conflict(
+    client: TestClient, clock: Clock
+) -> None:
+    first = decide(client, body("RF-IDEM"))
+    clock.now += 3600
+    again = decide(client, body("RF-IDEM"))
+    assert again == {**first, "replayed": True}
+    # the same amount written differently is the same request
+    resent = body("RF-IDEM")
+    resent["order"]["paid_amount"] = "299.99"
+    resent["requested_at"] = "2025-06-15T10:00:00+08:00"  # the same instant
+    assert decide(client, resent)["replayed"] is True
+    conflict = client.post(URL, json=body("RF-IDEM", paid_amount="10.00"), headers=DECIDER)
+    assert conflict.status_code == 409
+    assert "RF-IDEM" in conflict.json()["detail"]
+    stored = client.get(f"{URL}/RF-IDEM", headers=DECIDER)
+    assert stored.status_code == 200 and stored.json() == first
+    assert client.get(f"{URL}/RF-NONE", headers=DECIDER).status_code == 404
+
+
+def test_the_audit_record_holds_request_features_model_and_policy(
+    client: TestClient, settings: Settings
+) -> None:
+    decide(client, body("RF-AUDIT"))
+    with sqlite3.connect(settings.audit_path) as db:
+        row = db.execute(
+            "SELECT request, features, model_version, policy_version, decision, response "
+            "FROM decisions WHERE refund_id = 'RF-AUDIT'"
+        ).fetchone()
+    request, features, model_version, policy_version, decision, response = row
+    assert json.loads(request)["order"]["paid_amount"] == "299.99"
+    assert json.loads(features)["values"] == {"score_hint": 0.01, "orders_total": 10.0}
+    assert (model_version, policy_version, decision) == ("7", "2025-06-01.1", "auto_approve")
+    assert json.loads(response)["note"] == APPROVAL_NOTE
+
+
+@pytest.mark.parametrize(
+    ("headers", "status"),
+    [
+        ({}, 401),
+        ({"Authorization": "Bearer wrong-token"}, 401),
+        ({"Authorization": "Basic ZGV2OmRldg=="}, 401),
+        (DECIDER, 200),
+        (ADMIN, 200),
+    ],
+)
+def test_decisions_need_a_known_token(client: TestClient, headers: dict, status: int) -> None:
+    response = client.post(URL, json=body(), headers=headers)
+    assert response.status_code == status
+    if status == 401:
+        assert response.headers["www-authenticate"] == "Bearer"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "payload"),
+    [
+        ("post", "/v1/admin/buyers/B_GOOD/revoke", {"reason": "abuse"}),
+        ("post", "/v1/admin/buyers/B_GOOD/restore", {"reason": "appeal"}),
+        ("put", "/v1/admin/shops/S_OK/eligibility", {"eligible": False, "reason": "x"}),
+        ("post", "/v1/admin/model/reload", None),
+        ("get", "/v1/admin/shops/S_OK", None),
+    ],
+)
+def test_admin_routes_refuse_deciders_and_strangers(
+    client: TestClient, method: str, path: str, payload: dict | None
+) -> None:
+    call = getattr(client, method)
+    kwargs = {"json": payload} if payload is not None else {}
+    assert call(path, headers=DECIDER, **kwargs).status_code == 403
+    assert call(path, **kwargs).status_code == 401
+    assert call(path, headers=ADMIN, **kwargs).status_code == 200
+
+
+def _with_order(**fields: object) -> dict:
+    payload = body()
+    payload["order"].update(fields)
+    return payload
+
+
+@pytest.mark.parametrize(
+    ("payload", "field"),
+    [
+        (_with_order(paid_amount="-1.00"), "paid_amount"),
+        (_with_order(paid_amount="12.345"), "paid_amount"),
+        (_with_order(paid_amount=12.5), "paid_amount"),
+        (_with_order(currency="USD"), "currency"),
+        (_with_order(status="lost"), "status"),
+        (_with_order(is_virtual="maybe"), "is_virtual"),
+        (_with_order(surprise=1), "surprise"),
+        ({**body(), "kind": "refund"}, "kind"),
+        ({**body(), "requested_at": "2025-06-15T02:00:00"}, "requested_at"),
+        ({**body(), "refund_id": "R" * 200_000}, "refund_id"),
+        ({k: v for k, v in body().items() if k != "order"}, "order"),
+    ],
+)
+def test_malformed_bodies_are_422_naming_the_field(
+    client: TestClient, payload: dict, field: str
+) -> None:
+    response = client.post(URL, json=payload, headers=DECIDER)
+    assert response.status_code == 422
+    assert any(field in err["loc"] for err in response.json()["detail"])
+    assert len(response.content) < 2_000  # the offending input is not echoed back
+
+
+def test_not_json_is_422_and_an_oversized_body_is_413(client: TestClient) -> None:
+    headers = {**DECIDER, "content-type": "application/json"}
+    assert client.post(URL, content=b"{not json", headers=headers).status_code == 422
+    assert client.post(URL, content=b"[]", headers=headers).status_code == 422
+    huge = b'{"refund_id": "' + b"x" * 3_000_000 + b'"}'
+    assert client.post(URL, content=huge, headers=headers).status_code == 413
+
+
+def test_batch_answers_each_item_in_order(client: TestClient) -> None:
+    bad = body("B-2")
+    bad["order"]["paid_amount"] = "1.001"
+    decide(client, body("B-3"))
+    items = [
+        body("B-0"),
+        body("B-1", paid_amount="300.00", buyer_id="B_GOOD2"),
+        bad,
+        body("B-3", paid_amount="5"),
+    ]
+    response = client.post(f"{URL}/batch", json={"requests": items}, headers=DECIDER)
+    assert response.status_code == 200
+    results = response.json()["results"]
+    assert [r["status"] for r in results] == [200, 200, 422, 409]
+    assert results[0]["decision"]["decision"] == "auto_approve"
+    assert codes(results[1]["decision"]) == ["AMOUNT_NOT_BELOW_LIMIT"]
+    assert any("paid_amount" in err["loc"] for err in results[2]["error"])
+
+
+def test_batch_counts_its_own_approvals_for_velocity(client: TestClient) -> None:
+    items = [body(f"BV{i}") for i in range(3)]
+    results = client.post(f"{URL}/batch", json={"requests": items}, headers=DECIDER).json()
+    assert [r["decision"]["decision"] for r in results["results"]] == [
+        "auto_approve",
+        "auto_approve",
+        "manual_review",
+    ]
+
+
+def test_batch_of_more_than_1000_is_refused(client: TestClient) -> None:
+    items = [body(f"X{i}") for i in range(1001)]
+    response = client.post(f"{URL}/batch", json={"requests": items}, headers=DECIDER)
+    assert response.status_code == 422
+
+
+def test_admin_revoke_restore_and_shop_eligibility_change_decisions(
+    client: TestClient, settings: Settings
+) -> None:
+    revoked = client.post(
+        "/v1/admin/buyers/B_GOOD/revoke", json={"reason": "promotion abuse"}, headers=ADMIN
+    )
+    assert revoked.json()["revoked"] is True
+    answer = decide(client, body("A1"))
+    assert codes(answer) == ["BUYER_REVOKED"]
+    assert "promotion abuse" in answer["reasons"][0]["message"]
+
+    client.post("/v1/admin/buyers/B_REVOKED/restore", json={"reason": "appeal"}, headers=ADMIN)
+    assert decide(client, body("A2", buyer_id="B_REVOKED"))["decision"] == "auto_approve"
+
+    client.put(
+        "/v1/admin/shops/S_OK/eligibility",
+        json={"eligible": False, "reason": "complaints"},
+        headers=ADMIN,
+    )
+    assert codes(decide(client, body("A3", buyer_id="B_GOOD2"))) == ["SHOP_NOT_ELIGIBLE"]
+
+    # Overrides survive a refresh of the store.
+    write_test_store(settings.store_path, as_of="2025-06-16")
+    assert codes(decide(client, body("A4"))) == ["SHOP_NOT_ELIGIBLE", "BUYER_REVOKED"]
+    assert client.get("/v1/admin/buyers/B_GOOD", headers=ADMIN).json()["as_of"] == "2025-06-16"
+
+    with sqlite3.connect(settings.audit_path) as db:
+        actions = db.execute("SELECT actor, action, target, reason FROM admin_actions").fetchall()
+    assert ("admin#0", "revoke_buyer", "B_GOOD", "promotion abuse") in actions
+
+
+def test_admin_changes_need_a_reason(client: TestClient) -> None:
+    response = client.post("/v1/admin/buyers/B_GOOD/revoke", json={}, headers=ADMIN)
+    assert response.status_code == 422
+
+
+def test_no_champion_fails_closed_until_an_admin_reload(
+    make_client: Callable[..., TestClient], champion_loader: Callable
+) -> None:
+    champion_loader(no_champion())
+    client = make_client()
+    answer = decide(client, body("NC1"))
+    assert answer["decision"] == "manual_review"
+    assert codes(answer) == ["SCORE_UNAVAILABLE"]
+    assert answer["model"]["version"] is None
+    ready = client.get("/readyz")
+    assert ready.status_code == 503 and "alias not found" in ready.json()["checks"]["model"]
+
+    failed = client.post("/v1/admin/model/reload", headers=ADMIN)
+    assert failed.status_code == 503
+
+    champion_loader(stub_champion("8"))
+    reloaded = client.post("/v1/admin/model/reload", headers=ADMIN)
+    assert reloaded.json() == {"model": {"name": "buyer-quality", "version": "8"}, "previous": None}
+    assert decide(client, body("NC2"))["decision"] == "auto_approve"
+    assert client.get("/readyz").status_code == 200
+
+
+def test_a_failed_reload_keeps_the_current_model(
+    client: TestClient, champion_loader: Callable
+) -> None:
+    champion_loader(no_champion())
+    assert client.post("/v1/admin/model/reload", headers=ADMIN).status_code == 503
+    assert decide(client, body())["model"]["version"] == "7"
+
+
+def test_a_model_that_cannot_score_fails_closed(
+    make_client: Callable[..., TestClient], champion_loader: Callable
+) -> None:
+    champion_loader(stub_champion(booster=BrokenBooster()))
+    answer = decide(make_client(), body())
+    assert (answer["decision"], codes(answer)) == ("manual_review", ["SCORE_UNAVAILABLE"])
+
+
+def test_a_model_trained_on_other_features_fails_closed(
+    make_client: Callable[..., TestClient], champion_loader: Callable
+) -> None:
+    other = stub_champion()
+    object.__setattr__(other, "feature_set_version", "buyer-features-v0")
+    champion_loader(other)
+    assert codes(decide(make_client(), body())) == ["SCORE_UNAVAILABLE"]
+
+
+def test_missing_online_store_fails_closed_then_recovers(
+    make_client: Callable[..., TestClient], tmp_path: Path
+) -> None:
+    settings = Settings(
+        store_path=tmp_path / "later" / "online.db",
+        audit_path=tmp_path / "audit2.db",
+        store_check_seconds=0,
+    )
+    client = make_client(settings)
+    answer = decide(client, body("MS1"))
+    assert (answer["decision"], codes(answer)) == ("manual_review", ["SCORE_UNAVAILABLE"])
+    assert client.get("/readyz").status_code == 503
+    assert not settings.store_path.exists()  # serving never creates an empty store
+    write_test_store(settings.store_path)
+    assert decide(client, body("MS2"))["decision"] == "auto_approve"
+
+
+def test_audit_log_down_is_503_and_nothing_is_approved(
+    make_client: Callable[..., TestClient], settings: Settings, tmp_path: Path
+) -> None:
+    (tmp_path / "not-a-dir").write_text("")
+    down = settings.model_copy(update={"audit_path": tmp_path / "not-a-dir" / "audit.db"})
+    client = make_client(down)
+    response = client.post(URL, json=body(), headers=DECIDER)
+    assert response.status_code == 503
+    assert "merchant review" in response.json()["detail"]
+    batch = client.post(f"{URL}/batch", json={"requests": [body()]}, headers=DECIDER)
+    assert batch.status_code == 503
+    assert client.get("/readyz").status_code == 503
+
+
+def test_audit_write_failure_mid_flight_is_503(client: TestClient, settings: Settings) -> None:
+    with sqlite3.connect(settings.audit_path) as db:
+        db.execute("DROP TABLE decisions")
+    response = client.post(URL, json=body("RF-LOST"), headers=DECIDER)
+    assert response.status_code == 503
+
+
+def test_health_and_metrics(client: TestClient) -> None:
+    assert client.get("/healthz").json() == {"status": "ok"}
+    assert client.get("/readyz").status_code == 200
+    decide(client, body("MT1"))
+    decide(client, body("MT2", paid_amount="300.00"))
+    decide(client, body("MT2", paid_amount="300.00"))
+    text = client.get("/metrics").text
+    assert 'fastrefund_decisions_total{decision="auto_approve"} 1.0' in text
+    assert 'fastrefund_decisions_total{decision="manual_review"} 1.0' in text
+    assert 'fastrefund_decision_reasons_total{reason="AMOUNT_NOT_BELOW_LIMIT"} 1.0' in text
+    assert "fastrefund_decision_replays_total 1.0" in text
+    assert 'fastrefund_model_info{name="buyer-quality",version="7"} 1.0' in text
+    assert 'fastrefund_decision_seconds_count{route="single"} 3.0' in text
+
+
+def test_tokens_are_never_logged(client: TestClient, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("DEBUG"):
+        decide(client, body("LOG1"))
+        client.post(URL, json=body(), headers={"Authorization": "Bearer secret-wrong"})
+    text = caplog.text + " ".join(str(r.__dict__) for r in caplog.records)
+    assert "dev-decider-token" not in text and "secret-wrong" not in text
+    assert "decider#0" in text
+
+
+def test_default_tokens_are_refused_outside_development() -> None:
+    with pytest.raises(ValueError, match="default development tokens"):
+        Settings(environment="production")
+    settings = Settings(
+        environment="production",
+        decider_tokens=["d" * 32],
+        admin_tokens=["a" * 32],
+    )
+    assert "d" * 32 not in repr(settings)
