@@ -34,7 +34,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from features.io import write_log, write_parquet
-from features.log import OUTCOMES, REFUND_KINDS, TIMESTAMP_DTYPE, TransactionLog, as_of_time
+from features.log import OUTCOMES, REFUND_KINDS, TransactionLog, as_of_time
 
 # Hidden buyer types and their shares of all buyers.
 BUYER_TYPES = ("ordinary", "heavy_refunder", "abuser", "takeover", "ring")
@@ -169,7 +169,9 @@ def _beta(rng: np.random.Generator, mean: float, concentration: float, size: int
     return rng.beta(mean * concentration, (1 - mean) * concentration, size)
 
 
-def _gamma(rng: np.random.Generator, shape: float, mean: np.ndarray | float, size: int):
+def _gamma(
+    rng: np.random.Generator, shape: float, mean: np.ndarray | float, size: int
+) -> np.ndarray:
     return rng.gamma(shape, 1.0, size) * (np.asarray(mean) / shape)
 
 
@@ -188,7 +190,7 @@ def _make_shops(rng: np.random.Generator, n_shops: int, days: int) -> dict[str, 
     old = rng.random(n_shops) < SHOPS_OPEN_BEFORE_START
     opened = np.where(old, -rng.uniform(1, 1500, n_shops), rng.uniform(0, 0.9 * days, n_shops))
     old[np.argmin(opened)] = True  # at least one shop is open from the start
-    popularity = rng.pareto(1.3, n_shops) + 1.0  # a few big shops, a long tail
+    popularity = rng.lognormal(0.0, 1.1, n_shops)  # a few big shops, a long tail
     return {
         "type": shop_type,
         "category": category,
@@ -603,9 +605,7 @@ def _timestamps(days_since_start: np.ndarray, start: pd.Timestamp) -> pd.Series:
     missing = ~np.isfinite(days_since_start)
     seconds = np.floor(np.where(missing, 0.0, days_since_start) * _DAY_SECONDS).astype(np.int64)
     nanos = np.where(missing, _NAT, start.value + seconds * 1_000_000_000)
-    return pd.Series(pd.DatetimeIndex(nanos.view("M8[ns]")).tz_localize("UTC")).astype(
-        TIMESTAMP_DTYPE
-    )
+    return pd.Series(pd.DatetimeIndex(nanos.view("M8[ns]")).tz_localize("UTC"))
 
 
 def _ids(prefix: str, count: int, width: int) -> pd.Series:
@@ -689,7 +689,9 @@ def _assemble(
             "kind": pd.Series(np.array(REFUND_KINDS)[CLASS_KIND[refunds["cls"]]]).astype("str"),
             "amount_fen": refunds["amount"].astype(np.int64),
             "resolved_at": _timestamps(resolved, start),
-            "outcome": pd.Series(pd.Categorical.from_codes(outcome, OUTCOMES)).astype("str"),
+            "outcome": pd.Series(
+                pd.Categorical.from_codes(outcome.astype(np.int64), pd.Index(OUTCOMES))
+            ).astype("str"),
             "abuse_confirmed_at": _timestamps(_censor(refunds["confirmed"], days), start),
         }
     )
@@ -788,7 +790,7 @@ def simulate(
         bar.update()
     meta = {
         "start": start_at.isoformat(),
-        "end": log.end.isoformat(),
+        "end": (start_at + pd.Timedelta(days=days)).isoformat(),
         "seed": int(seed),
         "parameters": _parameters(buyers, shops, days),
     }
