@@ -11,7 +11,7 @@ from collections.abc import Iterable, Iterator
 import numpy as np
 import pandas as pd
 
-from features.log import TransactionLog, as_of_time
+from features.log import TransactionLog, as_of_time, positions
 
 FEATURE_SET_VERSION = "buyer-features-v1"
 
@@ -99,8 +99,7 @@ def buyer_features(log: TransactionLog, as_of: object) -> pd.DataFrame:
     known_at = as_of_time(as_of)
     known = log.known_at(known_at)
     buyers = known.buyers["buyer_id"]
-    index = pd.Index(buyers)
-    size = len(index)
+    size = len(buyers)
     features: dict[str, np.ndarray] = {}
 
     def count(codes: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
@@ -109,7 +108,7 @@ def buyer_features(log: TransactionLog, as_of: object) -> pd.DataFrame:
     features["account_age_days"] = _days(known_at, known.buyers["registered_at"])
 
     orders = known.orders
-    o_code = index.get_indexer(orders["buyer_id"])
+    o_code = positions(orders["buyer_id"], buyers)
     o_age = _days(known_at, orders["paid_at"])
     paid_cny = orders["paid_fen"].to_numpy(dtype="float64") / 100
     features["orders_total"] = count(o_code)
@@ -125,8 +124,9 @@ def buyer_features(log: TransactionLog, as_of: object) -> pd.DataFrame:
 
     year = o_age < 365
     orders_365 = features["orders_365d"]
-    year_shops = pd.DataFrame({"code": o_code[year], "shop": orders["shop_id"].to_numpy()[year]})
-    features["distinct_shops_365d"] = count(year_shops.drop_duplicates()["code"].to_numpy())
+    shop_code = pd.factorize(orders["shop_id"])[0].astype("int64")
+    buyer_shop = np.unique(o_code[year] * (shop_code.max(initial=0) + 1) + shop_code[year])
+    features["distinct_shops_365d"] = count(buyer_shop // (shop_code.max(initial=0) + 1))
     excluded = (orders["is_virtual"] | orders["is_custom"]).to_numpy()
     features["excluded_category_share_365d"] = _ratio(count(o_code[year & excluded]), orders_365)
     high_value = orders["paid_fen"].to_numpy() >= 30_000
@@ -139,15 +139,15 @@ def buyer_features(log: TransactionLog, as_of: object) -> pd.DataFrame:
     )
 
     refunds = known.refunds
-    r_code = index.get_indexer(refunds["buyer_id"])
+    r_code = positions(refunds["buyer_id"], buyers)
     r_age = _days(known_at, refunds["requested_at"])
-    lifecycle = orders.set_index("order_id")[["shipped_at", "delivered_at"]]
-    lifecycle = lifecycle.reindex(refunds["order_id"])
-    shipped_at = lifecycle["shipped_at"].reset_index(drop=True)
-    delivered_at = lifecycle["delivered_at"].reset_index(drop=True)
-    requested_at = refunds["requested_at"].reset_index(drop=True)
-    pre_ship = (shipped_at.isna() | (shipped_at > requested_at)).to_numpy()
-    after_delivery = (delivered_at.notna() & (delivered_at <= requested_at)).to_numpy()
+    # The order's lifecycle as known at T; every refund's order exists (the contract).
+    order_row = positions(refunds["order_id"], orders["order_id"])
+    shipped_at = orders["shipped_at"].to_numpy("datetime64[ns]")[order_row]
+    delivered_at = orders["delivered_at"].to_numpy("datetime64[ns]")[order_row]
+    requested_at = refunds["requested_at"].to_numpy("datetime64[ns]")
+    pre_ship = np.isnat(shipped_at) | (shipped_at > requested_at)
+    after_delivery = ~np.isnat(delivered_at) & (delivered_at <= requested_at)
     refund_only = (refunds["kind"] == "refund_only").to_numpy()
     amount_cny = refunds["amount_fen"].to_numpy(dtype="float64") / 100
     outcome = refunds["outcome"]

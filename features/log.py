@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 TABLES = ("buyers", "shops", "orders", "refunds")
 
@@ -67,6 +70,16 @@ def as_of_time(as_of: object) -> pd.Timestamp:
     return stamp.tz_convert("UTC").normalize()
 
 
+def positions(values: pd.Series, reference: pd.Series | pd.Index) -> np.ndarray:
+    """Position of each value in `reference` (unique ids), -1 where it is absent.
+
+    Arrow's hash lookup on the string ids: several times faster than pandas' get_indexer,
+    which converts Arrow strings to Python objects first.
+    """
+    found = pc.index_in(pa.array(values), value_set=pa.array(reference))
+    return found.fill_null(-1).to_numpy().astype("int64", copy=False)
+
+
 @dataclass(frozen=True)
 class TransactionLog:
     """The four tables of the log, validated, with its time span when known.
@@ -109,10 +122,10 @@ class TransactionLog:
 
     def for_buyers(self, buyer_ids: pd.Index | pd.Series) -> TransactionLog:
         """Keep only the given buyers and their orders and refunds (one partition)."""
-        keep = pd.Index(buyer_ids)
+        keep = pd.Series(buyer_ids)
         tables = {}
         for name in ("buyers", "orders", "refunds"):
             frame = self.table(name)
-            mine = keep.get_indexer(frame["buyer_id"]) >= 0
+            mine = positions(frame["buyer_id"], keep) >= 0
             tables[name] = frame.loc[mine].reset_index(drop=True)
         return replace(self, **tables)
