@@ -1,0 +1,105 @@
+"""The promotion gate's rules, as a table of challengers against a champion."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from training.config import GateParams
+from training.gate import GateFigures, decide, sanity_problems
+
+PARAMS = GateParams()
+CHAMPION = GateFigures(
+    "1",
+    roc_auc=0.850,
+    coverage_at_target=0.60,
+    calibration_error=0.01,
+    premium_coverage=0.6,
+    premium_bad_rate=0.009,
+)
+
+
+def challenger(**changes: float) -> GateFigures:
+    values = {
+        "roc_auc": 0.850,
+        "coverage_at_target": 0.60,
+        "calibration_error": 0.01,
+        "premium_coverage": 0.6,
+        "premium_bad_rate": 0.009,
+        **changes,
+    }
+    return GateFigures("2", **values)
+
+
+@pytest.mark.parametrize(
+    ("changes", "promoted", "reason"),
+    [
+        ({}, True, None),
+        ({"roc_auc": 0.846}, True, None),  # 0.004 below: within tolerance
+        ({"roc_auc": 0.844}, False, "roc_auc"),  # 0.006 below
+        ({"roc_auc": 0.90, "coverage_at_target": 0.599}, False, "coverage_at_target"),
+        ({"coverage_at_target": 0.7}, True, None),
+        ({"calibration_error": 0.05}, True, None),
+        ({"calibration_error": 0.051}, False, "calibration_error"),
+        ({"roc_auc": float("nan")}, False, "roc_auc"),
+    ],
+)
+def test_challenger_is_promoted_only_when_not_worse(
+    changes: dict, promoted: bool, reason: str | None
+) -> None:
+    verdict = decide(challenger(**changes), CHAMPION, PARAMS)
+    assert verdict.promote is promoted
+    assert verdict.label == ("promoted" if promoted else "refused")
+    if reason:
+        assert any(r.startswith(reason) for r in verdict.reasons)
+    else:
+        assert verdict.reasons == []
+
+
+def test_first_model_needs_only_the_sanity_checks() -> None:
+    poor = challenger(roc_auc=0.55, coverage_at_target=0.0, calibration_error=0.2)
+    assert decide(poor, None, PARAMS).promote
+    broken = GateFigures("2", 0.9, 0.6, 0.01, 0.6, 0.01, problems=("degenerate scores",))
+    verdict = decide(broken, None, PARAMS)
+    assert not verdict.promote
+    assert verdict.reasons == ["sanity: degenerate scores"]
+
+
+def test_force_overrides_a_refusal_and_says_so() -> None:
+    verdict = decide(challenger(roc_auc=0.70), CHAMPION, PARAMS, force=True)
+    assert verdict.promote
+    assert verdict.forced
+    assert verdict.label == "forced"
+    assert verdict.reasons  # the refusal is still recorded
+    assert decide(challenger(), CHAMPION, PARAMS, force=True).label == "promoted"
+
+
+COLUMNS = ["a", "b", "c"]
+
+
+def spread() -> np.ndarray:
+    return np.linspace(0.001, 0.3, 200)
+
+
+@pytest.mark.parametrize(
+    ("scores", "threshold", "tagged", "booster", "expected"),
+    [
+        (spread(), 0.1, COLUMNS, COLUMNS, None),
+        (np.full(200, 0.02), 0.1, COLUMNS, COLUMNS, "degenerate scores"),
+        (np.r_[spread()[:-1], np.nan], 0.1, COLUMNS, COLUMNS, "finite probabilities"),
+        (np.r_[spread()[:-1], 1.5], 0.1, COLUMNS, COLUMNS, "finite probabilities"),
+        (spread(), 0.9, COLUMNS, COLUMNS, "flags every buyer"),
+        (spread(), 0.0001, COLUMNS, COLUMNS, "flags no buyer"),
+        (spread(), 0.1, ["a", "c", "b"], COLUMNS, "differs from the Booster"),
+        (spread(), 0.1, [*COLUMNS, "zz"], [*COLUMNS, "zz"], "cannot compute feature(s) zz"),
+        (spread(), 0.1, [], [], "feature list is empty"),
+    ],
+)
+def test_sanity_checks(
+    scores: np.ndarray, threshold: float, tagged: list, booster: list, expected: str | None
+) -> None:
+    problems = sanity_problems(scores, threshold, tagged, booster, COLUMNS, PARAMS)
+    if expected is None:
+        assert problems == []
+    else:
+        assert any(expected in p for p in problems), problems

@@ -1,0 +1,344 @@
+"""`python -m training`: train, promote and the scheduled retrain job.
+
+Exit status: 0 done (a refused promotion or a skipped retrain is done), 1 failed (the
+reason on stderr), 2 bad usage, 75 another retrain holds the lock (try later).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(
+    help="Train the buyer-quality model, gate its promotion, run the retraining job.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+EXIT_FAILED = 1
+EXIT_LOCKED = 75  # sysexits EX_TEMPFAIL: cron should simply try again next time
+
+DataOpt = Annotated[
+    Path, typer.Option("--data", help="Data directory: buyers, shops, orders, refunds tables.")
+]
+HorizonOpt = Annotated[
+    int, typer.Option(help="Label horizon H in days: refund requests in (T, T+H] count.")
+]
+MaturityOpt = Annotated[
+    int, typer.Option(help="Label maturity M in days: confirmations by T+H+M count.")
+]
+FrequencyOpt = Annotated[
+    str, typer.Option(help="Spacing of the as-of dates, a pandas offset alias (MS = monthly).")
+]
+HistoryOpt = Annotated[
+    int, typer.Option(help="Days of log before the first as-of date, so buyers have history.")
+]
+TestDatesOpt = Annotated[int, typer.Option(help="Newest matured as-of dates held out as test.")]
+ValidDatesOpt = Annotated[
+    int, typer.Option(help="As-of dates just before the test ones, used for validation.")
+]
+TargetOpt = Annotated[
+    float, typer.Option(help="Highest bad rate tolerated among premium buyers (validation).")
+]
+SeedOpt = Annotated[int, typer.Option(help="Random seed; same data and seed, same model.")]
+RoundsOpt = Annotated[int, typer.Option(help="Most boosting rounds (early stopping cuts it).")]
+StoppingOpt = Annotated[
+    int, typer.Option(help="Stop after this many rounds without validation improvement.")
+]
+RateOpt = Annotated[float, typer.Option(help="LightGBM learning rate.")]
+ThreadsOpt = Annotated[int, typer.Option(help="LightGBM threads (0 = all cores).")]
+PositivesOpt = Annotated[
+    int, typer.Option(help="Fewest bad buyers each split must hold to train or judge.")
+]
+ProgressOpt = Annotated[bool, typer.Option(help="Show a progress bar while snapshots are built.")]
+
+
+@contextmanager
+def _failures() -> Iterator[None]:
+    """Turn the jobs' known failures into a message on stderr and a non-zero exit."""
+    from pydantic import ValidationError
+
+    from features import LogFileError, LogValidationError
+    from training.errors import JobLockedError, TrainingError
+
+    try:
+        yield
+    except JobLockedError as exc:
+        typer.echo(f"locked: {exc}", err=True)
+        raise typer.Exit(EXIT_LOCKED) from exc
+    except (TrainingError, LogFileError, LogValidationError, ValidationError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(EXIT_FAILED) from exc
+
+
+def _train_config(
+    data: Path,
+    horizon_days: int,
+    maturity_days: int,
+    frequency: str,
+    min_history_days: int,
+    test_dates: int,
+    valid_dates: int,
+    target_bad_rate: float,
+    seed: int,
+    num_boost_round: int,
+    early_stopping_rounds: int,
+    learning_rate: float,
+    num_threads: int,
+    min_positives: int,
+    progress: bool,
+):
+    from training.config import DataChecks, ModelParams, SnapshotParams, TrainConfig
+
+    return TrainConfig(
+        data_dir=data,
+        snapshots=SnapshotParams(
+            horizon_days=horizon_days,
+            maturity_days=maturity_days,
+            frequency=frequency,
+            min_history_days=min_history_days,
+            test_dates=test_dates,
+            valid_dates=valid_dates,
+        ),
+        model=ModelParams(
+            seed=seed,
+            num_boost_round=num_boost_round,
+            early_stopping_rounds=early_stopping_rounds,
+            learning_rate=learning_rate,
+            num_threads=num_threads,
+        ),
+        checks=DataChecks(min_positives=min_positives),
+        target_bad_rate=target_bad_rate,
+        progress=progress,
+    )
+
+
+def _fmt(value: float) -> str:
+    return "-" if value is None or not math.isfinite(value) else f"{value:.4f}"
+
+
+def _echo_training(result) -> None:
+    from training.train import HAND_RULE, MODEL, ORACLE
+
+    table = result.evaluation.table()
+    header = (
+        "scorer",
+        "ROC AUC",
+        "PR AUC",
+        "Brier",
+        "calib.err",
+        "premium",
+        "bad rate",
+        "threshold",
+    )
+    typer.echo("  ".join(f"{h:>10}" for h in header))
+    for name, row in table.iterrows():
+        cells = [
+            row[c]
+            for c in (
+                "roc_auc",
+                "pr_auc",
+                "brier",
+                "calibration_error",
+                "premium_coverage",
+                "premium_bad_rate",
+                "threshold",
+            )
+        ]
+        typer.echo("  ".join([f"{name:>10}", *(f"{_fmt(v):>10}" for v in cells)]))
+    model_auc = table.loc[MODEL, "roc_auc"]
+    typer.echo(f"test AUC: model - hand rule = {model_auc - table.loc[HAND_RULE, 'roc_auc']:+.4f}")
+    if ORACLE in table.index:
+        typer.echo(
+            f"test AUC: model / oracle = {model_auc / table.loc[ORACLE, 'roc_auc']:.4f}; "
+            f"premium coverage: model / oracle = "
+            f"{_ratio(table.loc[MODEL, 'premium_coverage'], table.loc[ORACLE, 'premium_coverage'])}"
+        )
+    typer.echo(f"data window {result.data_window}  fingerprint {result.fingerprint[:12]}")
+    typer.echo(f"run id {result.run_id}")
+    typer.echo(f"registered buyer-quality version {result.model_version} as @challenger")
+
+
+def _ratio(numerator: float, denominator: float) -> str:
+    return "-" if not denominator else f"{numerator / denominator:.4f}"
+
+
+def _echo_promotion(result) -> None:
+    if result.challenger is not None:
+        typer.echo(f"gate data: newest matured as-of date {result.gate_as_of}")
+        typer.echo(f"{'':>12}{'ROC AUC':>10}{'cov@target':>12}{'calib.err':>11}")
+        for label, figures in (("challenger", result.challenger), ("champion", result.champion)):
+            if figures is not None:
+                typer.echo(
+                    f"{label:>12}{_fmt(figures.roc_auc):>10}"
+                    f"{_fmt(figures.coverage_at_target):>12}{_fmt(figures.calibration_error):>11}"
+                    f"  (v{figures.version})"
+                )
+    if result.note:
+        typer.echo(f"note: {result.note}")
+    for reason in result.verdict.reasons:
+        typer.echo(f"  - {reason}")
+    typer.echo(
+        f"verdict: {result.verdict.label}; champion is version {result.champion_version}"
+        + (f", previous is {result.previous_version}" if result.previous_version else "")
+    )
+    if result.run_id:
+        typer.echo(f"gate run id {result.run_id}")
+
+
+@app.callback()
+def _main(
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Log progress to stderr.")
+    ] = False,
+) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+@app.command("train")
+def train_command(
+    data: DataOpt,
+    horizon_days: HorizonOpt = 90,
+    maturity_days: MaturityOpt = 30,
+    frequency: FrequencyOpt = "MS",
+    min_history_days: HistoryOpt = 180,
+    test_dates: TestDatesOpt = 1,
+    valid_dates: ValidDatesOpt = 1,
+    target_bad_rate: TargetOpt = 0.01,
+    seed: SeedOpt = 42,
+    num_boost_round: RoundsOpt = 2000,
+    early_stopping_rounds: StoppingOpt = 100,
+    learning_rate: RateOpt = 0.05,
+    num_threads: ThreadsOpt = 0,
+    min_positives: PositivesOpt = 10,
+    progress: ProgressOpt = True,
+) -> None:
+    """Build snapshots, train LightGBM and baselines, log to MLflow, register @challenger."""
+    with _failures():
+        from training.train import train
+
+        config = _train_config(
+            data,
+            horizon_days,
+            maturity_days,
+            frequency,
+            min_history_days,
+            test_dates,
+            valid_dates,
+            target_bad_rate,
+            seed,
+            num_boost_round,
+            early_stopping_rounds,
+            learning_rate,
+            num_threads,
+            min_positives,
+            progress,
+        )
+        _echo_training(train(config))
+
+
+@app.command("promote")
+def promote_command(
+    data: Annotated[
+        Path | None,
+        typer.Option("--data", help="Data to judge on (default: the challenger's own data)."),
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Promote even if the gate refuses (recorded).")
+    ] = False,
+    target_bad_rate: Annotated[
+        float | None,
+        typer.Option(help="Bad rate for coverage-at-target (default: the challenger's)."),
+    ] = None,
+) -> None:
+    """Move @champion to @challenger only if it is not worse on the newest matured data."""
+    with _failures():
+        from training.config import PromoteConfig
+        from training.promote import promote
+
+        config = PromoteConfig(data_dir=data, force=force, target_bad_rate=target_bad_rate)
+        _echo_promotion(promote(config))
+
+
+@app.command("retrain")
+def retrain_command(
+    data: DataOpt,
+    force: Annotated[
+        bool, typer.Option("--force", help="Retrain even if the data fingerprint is unchanged.")
+    ] = False,
+    force_promote: Annotated[
+        bool, typer.Option("--force-promote", help="Promote even if the gate refuses.")
+    ] = False,
+    lock_file: Annotated[
+        Path, typer.Option(help="Lock file that keeps two runs from overlapping.")
+    ] = Path("mlruns/.retrain.lock"),
+    materialize: Annotated[
+        bool, typer.Option(help="Refresh serving's online store after promotion.")
+    ] = True,
+    horizon_days: HorizonOpt = 90,
+    maturity_days: MaturityOpt = 30,
+    frequency: FrequencyOpt = "MS",
+    min_history_days: HistoryOpt = 180,
+    test_dates: TestDatesOpt = 1,
+    valid_dates: ValidDatesOpt = 1,
+    target_bad_rate: TargetOpt = 0.01,
+    seed: SeedOpt = 42,
+    num_boost_round: RoundsOpt = 2000,
+    early_stopping_rounds: StoppingOpt = 100,
+    learning_rate: RateOpt = 0.05,
+    num_threads: ThreadsOpt = 0,
+    min_positives: PositivesOpt = 10,
+    progress: ProgressOpt = False,
+) -> None:
+    """The scheduled job: train, promote, refresh the online store (cron-safe)."""
+    with _failures():
+        from training.config import RetrainConfig
+        from training.retrain import retrain
+
+        config = RetrainConfig(
+            train=_train_config(
+                data,
+                horizon_days,
+                maturity_days,
+                frequency,
+                min_history_days,
+                test_dates,
+                valid_dates,
+                target_bad_rate,
+                seed,
+                num_boost_round,
+                early_stopping_rounds,
+                learning_rate,
+                num_threads,
+                min_positives,
+                progress,
+            ),
+            force=force,
+            force_promote=force_promote,
+            lock_path=lock_file,
+            materialize="auto" if materialize else "skip",
+        )
+        result = retrain(config)
+        if result.outcome == "skipped":
+            typer.echo(
+                f"skipped: data fingerprint {result.fingerprint[:12]} unchanged "
+                f"(--force to retrain); run id {result.run_id}"
+            )
+            return
+        _echo_training(result.train)
+        _echo_promotion(result.promotion)
+        typer.echo(f"online store: {result.store_note}")
+        typer.echo(f"retrain run id {result.run_id}")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,195 @@
+"""`python -m training promote`: judge `challenger` against `champion`, move the aliases.
+
+Both models are scored on the same rows: the newest matured as-of date of the data.
+A refusal is a normal outcome; only a broken registry, store or data is an error.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow import MlflowClient
+
+import features
+from training import registry
+from training.config import PromoteConfig, SnapshotParams
+from training.errors import RegistryError, TrainingDataError
+from training.gate import GateFigures, Verdict, decide, measure, sanity_problems
+from training.snapshots import build_snapshots, snapshot_dates
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PromoteResult:
+    """The gate's outcome."""
+
+    verdict: Verdict
+    challenger: GateFigures | None
+    champion: GateFigures | None
+    champion_version: str | None
+    previous_version: str | None
+    gate_as_of: str | None
+    run_id: str | None
+    note: str = ""
+
+
+def _snapshot_params(client: MlflowClient, version: registry.ModelVersion) -> SnapshotParams:
+    """The challenger's own label horizon, maturity and dates, read from its training run."""
+    params = client.get_run(version.run_id).data.params if version.run_id else {}
+    known = SnapshotParams.model_fields
+    values = {
+        key.removeprefix("snapshots."): value
+        for key, value in params.items()
+        if key.startswith("snapshots.") and key.removeprefix("snapshots.") in known
+    }
+    return SnapshotParams(**values)
+
+
+def _data_dir(client: MlflowClient, version: registry.ModelVersion, given: Path | None) -> Path:
+    if given is not None:
+        return Path(given)
+    params = client.get_run(version.run_id).data.params if version.run_id else {}
+    if "data_dir" not in params:
+        raise RegistryError("the challenger's run records no data_dir; pass --data")
+    return Path(params["data_dir"])
+
+
+def gate_rows(data_dir: Path, params: SnapshotParams) -> pd.DataFrame:
+    """Labelled features of every buyer at the newest matured as-of date."""
+    log = features.load_log(data_dir)
+    dates = snapshot_dates(log, params)
+    if not dates:
+        raise TrainingDataError(f"{data_dir}: no matured as-of date to judge the models on")
+    rows = build_snapshots(log, dates[-1:], params)
+    if rows["bad"].nunique() < 2:
+        raise TrainingDataError(
+            f"{data_dir}: the newest matured date {dates[-1].date()} has only one label class"
+        )
+    return rows
+
+
+def _judge(
+    model: registry.RegisteredModel,
+    rows: pd.DataFrame,
+    target_bad_rate: float,
+    config: PromoteConfig,
+) -> GateFigures:
+    booster = registry.load_booster(config.model_name, model.number)
+    booster_columns = booster.feature_name()
+    missing = [c for c in booster_columns if c not in rows.columns]
+    if missing:
+        problems = [f"serving cannot compute feature(s) {', '.join(missing)}"]
+        nan = float("nan")
+        return GateFigures(model.number, nan, 0.0, nan, nan, nan, tuple(problems))
+    scores = np.asarray(booster.predict(rows[booster_columns].to_numpy(np.float64)))
+    problems = sanity_problems(
+        scores,
+        model.threshold,
+        model.feature_columns,
+        booster_columns,
+        list(features.FEATURE_COLUMNS),
+        config.gate,
+    )
+    bad = rows["bad"].to_numpy()
+    return measure(model.number, bad, scores, model.threshold, target_bad_rate, problems)
+
+
+def promote(
+    config: PromoteConfig,
+    client: MlflowClient | None = None,
+    parent_run_id: str | None = None,
+) -> PromoteResult:
+    """Compare challenger and champion on the newest matured data and move `champion`.
+
+    Raises:
+        RegistryError: There is no challenger, or its tags are unreadable.
+        TrackingUnavailableError: The tracking store cannot be reached.
+        TrainingDataError: No data to judge on.
+    """
+    client = client or registry.connect()
+    name = config.model_name
+    challenger_version = registry.version_by_alias(client, name, registry.CHALLENGER)
+    if challenger_version is None:
+        raise RegistryError(f"{name} has no '{registry.CHALLENGER}' version: run train first")
+    champion_version = registry.version_by_alias(client, name, registry.CHAMPION)
+    if champion_version is not None and champion_version.version == challenger_version.version:
+        note = f"version {challenger_version.version} is already {registry.CHAMPION}"
+        verdict = Verdict(promote=False, reasons=[note])
+        return PromoteResult(
+            verdict, None, None, str(champion_version.version), None, None, None, note
+        )
+
+    challenger = registry.read_registered(challenger_version)
+    target = config.target_bad_rate or challenger.target_bad_rate or 0.01
+    snapshot_params = _snapshot_params(client, challenger_version)
+    data_dir = _data_dir(client, challenger_version, config.data_dir)
+    rows = gate_rows(data_dir, snapshot_params)
+    gate_as_of = pd.Timestamp(rows["as_of"].iloc[0]).date().isoformat()
+
+    challenger_figures = _judge(challenger, rows, target, config)
+    champion_figures = None
+    note = ""
+    if champion_version is not None:
+        try:
+            champion = registry.read_registered(champion_version)
+            champion_figures = _judge(champion, rows, target, config)
+        except RegistryError as exc:
+            note = f"champion cannot be judged ({exc}); compared as if there were none"
+        if champion_figures is not None and champion_figures.problems:
+            note = f"champion fails its own sanity checks: {'; '.join(champion_figures.problems)}"
+            champion_figures = None
+    elif not note:
+        note = "no champion yet: the challenger needs only to pass the sanity checks"
+    verdict = decide(challenger_figures, champion_figures, config.gate, force=config.force)
+
+    experiment_id = registry.ensure_experiment(client, config.experiment_name)
+    with mlflow.start_run(
+        experiment_id=experiment_id,
+        run_name="promote",
+        parent_run_id=parent_run_id,
+        tags={"job": "promote", "verdict": verdict.label, "forced": str(verdict.forced).lower()},
+    ) as run:
+        mlflow.log_params(
+            {
+                "challenger_version": challenger.number,
+                "champion_version": champion_version.version if champion_version else "none",
+                "data_dir": str(data_dir.resolve()),
+                "gate_as_of": gate_as_of,
+                "gate_rows": len(rows),
+                "target_bad_rate": target,
+                "force": config.force,
+                **{f"gate.{k}": v for k, v in config.gate.model_dump().items()},
+            }
+        )
+        for label, figures in (("challenger", challenger_figures), ("champion", champion_figures)):
+            if figures is not None:
+                mlflow.log_metrics({f"{label}/{k}": v for k, v in figures.as_metrics().items()})
+        mlflow.log_dict(
+            {"verdict": verdict.label, "reasons": verdict.reasons, "note": note}, "gate.json"
+        )
+        previous = None
+        if verdict.promote:
+            previous = registry.move_champion(client, name, challenger.number)
+        client.set_model_version_tag(name, challenger.number, "gate_verdict", verdict.label)
+        client.set_model_version_tag(name, challenger.number, "gate_run_id", run.info.run_id)
+    champion_now = (
+        challenger.number
+        if verdict.promote
+        else (str(champion_version.version) if champion_version else None)
+    )
+    return PromoteResult(
+        verdict,
+        challenger_figures,
+        champion_figures,
+        champion_now,
+        previous,
+        gate_as_of,
+        run.info.run_id,
+        note,
+    )

@@ -1,0 +1,157 @@
+"""The MLflow adapter: tracking store, experiment, model versions and aliases.
+
+Everything that talks to MLflow lives here, so the rest of `training` is plain Python.
+Nothing happens at import: the tracking URI is resolved and set when a job connects.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightgbm as lgb
+import mlflow
+from mlflow import MlflowClient
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+
+from training.errors import RegistryError, TrackingUnavailableError
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+ARTIFACT_ROOT = Path("mlruns")
+CHALLENGER, CHAMPION, PREVIOUS = "challenger", "champion", "previous"
+
+# Model-version tags serving reads (docs/contributing-interfaces.md).
+TAG_THRESHOLD = "threshold"
+TAG_FEATURES = "feature_columns"
+TAG_FEATURE_SET = "feature_set_version"
+TAG_WINDOW = "data_window"
+TAG_TARGET = "target_bad_rate"
+
+
+def tracking_uri() -> str:
+    """`MLFLOW_TRACKING_URI` when set, else SQLite in the working directory."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+def _check_reachable(uri: str, timeout_s: float = 5.0) -> None:
+    if uri.startswith(("http://", "https://")):
+        try:
+            with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout_s) as reply:
+                if reply.status != 200:
+                    raise TrackingUnavailableError(f"tracking server {uri} answered {reply.status}")
+        except (urllib.error.URLError, OSError) as exc:
+            raise TrackingUnavailableError(
+                f"tracking server {uri} cannot be reached ({exc}); check MLFLOW_TRACKING_URI"
+            ) from exc
+    elif uri.startswith("sqlite:///"):
+        path = Path(uri.removeprefix("sqlite:///"))
+        if not path.parent.is_dir():
+            raise TrackingUnavailableError(
+                f"tracking database {path}: folder {path.parent} does not exist"
+            )
+    elif uri.startswith("file:") or "://" not in uri:
+        raise TrackingUnavailableError(
+            f"tracking URI {uri!r} is MLflow's plain-file store, which this project does not "
+            "use; set MLFLOW_TRACKING_URI to sqlite:///PATH or a tracking server's http(s) URL"
+        )
+
+
+def connect(uri: str | None = None) -> MlflowClient:
+    """Point MLflow at the tracking store and prove it answers.
+
+    Raises:
+        TrackingUnavailableError: The store cannot be reached or is the plain-file store.
+    """
+    uri = uri or tracking_uri()
+    _check_reachable(uri)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    try:
+        client.search_experiments(max_results=1)
+    except Exception as exc:  # noqa: BLE001 - any failure here means no usable store
+        raise TrackingUnavailableError(f"tracking store {uri} does not answer: {exc}") from exc
+    return client
+
+
+def ensure_experiment(client: MlflowClient, name: str) -> str:
+    """The experiment's id, creating it with artifacts under ./mlruns/NAME for a local store.
+
+    A tracking server keeps its own artifact root; a local store gets an explicit one so
+    artifacts never land anywhere but ./mlruns.
+    """
+    existing = client.get_experiment_by_name(name)
+    if existing is not None:
+        return existing.experiment_id
+    artifact_location = None
+    if tracking_uri().startswith("sqlite:"):
+        artifact_location = (ARTIFACT_ROOT / name).resolve().as_uri()
+    return client.create_experiment(name, artifact_location=artifact_location)
+
+
+def version_by_alias(client: MlflowClient, model_name: str, alias: str) -> ModelVersion | None:
+    """The version holding `alias`, or None when the model or alias does not exist."""
+    try:
+        return client.get_model_version_by_alias(model_name, alias)
+    except MlflowException:
+        return None
+
+
+def load_booster(model_name: str, version: str) -> lgb.Booster:
+    """The native LightGBM Booster of a registered version."""
+    return mlflow.lightgbm.load_model(f"models:/{model_name}/{version}")
+
+
+@dataclass(frozen=True)
+class RegisteredModel:
+    """A registered version with the tags serving relies on, read back and checked."""
+
+    version: ModelVersion
+    threshold: float
+    feature_columns: list[str]
+    target_bad_rate: float | None
+
+    @property
+    def number(self) -> str:
+        """The version number as MLflow spells it."""
+        return str(self.version.version)
+
+
+def read_registered(version: ModelVersion) -> RegisteredModel:
+    """Parse a version's serving tags.
+
+    Raises:
+        RegistryError: A tag serving needs is missing or unreadable.
+    """
+    tags = version.tags or {}
+    try:
+        threshold = float(tags[TAG_THRESHOLD])
+        columns = json.loads(tags[TAG_FEATURES])
+    except (KeyError, ValueError, TypeError) as exc:
+        raise RegistryError(
+            f"{version.name} version {version.version}: tag {exc} missing or unreadable"
+        ) from exc
+    if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns):
+        raise RegistryError(
+            f"{version.name} version {version.version}: {TAG_FEATURES} is not a list of names"
+        )
+    target = tags.get(TAG_TARGET)
+    return RegisteredModel(version, threshold, columns, float(target) if target else None)
+
+
+def move_champion(client: MlflowClient, model_name: str, version: str) -> str | None:
+    """Give `version` the champion alias; the old champion keeps `previous`.
+
+    Returns:
+        The previous champion's version, if there was one.
+    """
+    old = version_by_alias(client, model_name, CHAMPION)
+    if old is not None and str(old.version) != str(version):
+        client.set_registered_model_alias(model_name, PREVIOUS, str(old.version))
+    client.set_registered_model_alias(model_name, CHAMPION, str(version))
+    return None if old is None else str(old.version)

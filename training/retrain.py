@@ -1,0 +1,135 @@
+"""`python -m training retrain`: the scheduled job. Train, promote, refresh the online store.
+
+Safe under cron: a file lock keeps two runs from overlapping, unchanged data is skipped
+(by its fingerprint, unless forced), and every step is a child run of one MLflow run.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from filelock import FileLock, Timeout
+from mlflow import MlflowClient
+
+import features
+from training import registry
+from training.config import PromoteConfig, RetrainConfig
+from training.errors import JobLockedError
+from training.promote import PromoteResult, promote
+from training.train import TrainResult, train
+
+logger = logging.getLogger(__name__)
+
+OUTCOME_TAG = "retrain_outcome"
+
+
+@dataclass(frozen=True)
+class RetrainResult:
+    """What the job did."""
+
+    outcome: str  # "completed" or "skipped"
+    run_id: str
+    fingerprint: str
+    train: TrainResult | None = None
+    promotion: PromoteResult | None = None
+    store_note: str = ""
+
+
+def last_completed_fingerprint(client: MlflowClient, experiment_id: str) -> str | None:
+    """The data fingerprint of the newest retraining run that completed."""
+    runs = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.job = 'retrain' and tags.{OUTCOME_TAG} = 'completed'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    return runs[0].data.tags.get("data_fingerprint") if runs else None
+
+
+def refresh_store(data_dir: Path) -> str:
+    """Materialize the newest snapshot for serving, if serving is installed."""
+    try:
+        from serving.materialize import materialize
+    except ImportError:
+        return "skipped: serving.materialize is not available"
+    materialize(data_dir)
+    return "refreshed"
+
+
+def retrain(config: RetrainConfig, client: MlflowClient | None = None) -> RetrainResult:
+    """Run the job once, under the lock.
+
+    Raises:
+        JobLockedError: Another run holds the lock.
+        TrackingUnavailableError, TrainingDataError, RegistryError, features.LogFileError,
+        features.LogValidationError: The job failed; the parent run is marked FAILED.
+    """
+    lock_path = Path(config.lock_path)
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(lock_path), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout as exc:
+        raise JobLockedError(f"another retraining run holds {lock_path}; not starting") from exc
+    try:
+        return _retrain_locked(config, client)
+    finally:
+        lock.release()
+
+
+def _retrain_locked(config: RetrainConfig, client: MlflowClient | None) -> RetrainResult:
+    client = client or registry.connect()
+    data_dir = Path(config.train.data_dir)
+    if not data_dir.is_dir():
+        raise features.LogFileError(f"{data_dir}: not a directory")
+    fingerprint = features.fingerprint(data_dir)
+    experiment_id = registry.ensure_experiment(client, config.train.experiment_name)
+    last = last_completed_fingerprint(client, experiment_id)
+    parent = client.create_run(
+        experiment_id,
+        run_name="retrain",
+        tags={"job": "retrain", "data_fingerprint": fingerprint, "forced": str(config.force)},
+    )
+    run_id = parent.info.run_id
+    client.log_param(run_id, "data_dir", str(data_dir.resolve()))
+    try:
+        if last == fingerprint and not config.force:
+            client.set_tag(run_id, OUTCOME_TAG, "skipped")
+            client.set_tag(run_id, "note", "data fingerprint unchanged since the last retrain")
+            client.set_terminated(run_id, "FINISHED")
+            return RetrainResult("skipped", run_id, fingerprint)
+
+        trained = train(config.train, client=client, parent_run_id=run_id)
+        client.set_tag(run_id, "step.train", f"version {trained.model_version}")
+        client.set_tag(run_id, "train_run_id", trained.run_id)
+
+        promotion = promote(
+            PromoteConfig(
+                data_dir=data_dir,
+                force=config.force_promote,
+                gate=config.gate,
+                model_name=config.train.model_name,
+                experiment_name=config.train.experiment_name,
+                target_bad_rate=config.train.target_bad_rate,
+            ),
+            client=client,
+            parent_run_id=run_id,
+        )
+        client.set_tag(run_id, "step.promote", promotion.verdict.label)
+        if promotion.run_id:
+            client.set_tag(run_id, "promote_run_id", promotion.run_id)
+
+        store_note = "skipped: --no-materialize"
+        if config.materialize == "auto":
+            store_note = refresh_store(data_dir)
+        client.set_tag(run_id, "step.materialize", store_note)
+        client.set_tag(run_id, OUTCOME_TAG, "completed")
+        client.set_terminated(run_id, "FINISHED")
+        return RetrainResult("completed", run_id, fingerprint, trained, promotion, store_note)
+    except BaseException as exc:
+        client.set_tag(run_id, OUTCOME_TAG, "failed")
+        client.set_tag(run_id, "error", f"{type(exc).__name__}: {exc}"[:5000])
+        client.set_terminated(run_id, "FAILED")
+        raise

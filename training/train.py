@@ -1,0 +1,318 @@
+"""Training: snapshots -> LightGBM and baselines -> out-of-time evaluation -> MLflow.
+
+The pure core is `fit_and_evaluate` (a Split in, fitted scorers and figures out); `train`
+adds the edges: reading the data directory and logging and registering with MLflow.
+A notebook can call `load_training_data`, `fit_and_evaluate` and stop there.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightgbm as lgb
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow import MlflowClient
+from mlflow.models import infer_signature
+
+import features
+from features.log import TransactionLog
+from training import registry
+from training.config import TrainConfig
+from training.errors import TrainingDataError
+from training.evaluate import PremiumCut, choose_threshold, score_metrics
+from training.models import BoosterScorer, HandRule, LogisticBaseline, fit_lightgbm
+from training.plots import (
+    calibration_figure,
+    coverage_figure,
+    roc_pr_figure,
+    shap_summary_figure,
+    shap_values,
+)
+from training.snapshots import Split, build_snapshots, snapshot_dates, split_by_time
+
+logger = logging.getLogger(__name__)
+
+MODEL = "lightgbm"
+HAND_RULE = "hand_rule"
+LOGISTIC = "logistic"
+ORACLE = "oracle"
+TABLE_METRICS = (
+    "roc_auc",
+    "pr_auc",
+    "brier",
+    "calibration_error",
+    "premium_coverage",
+    "premium_bad_rate",
+)
+_SHAP_ROWS = 5000
+
+# rows (buyer_id, as_of) -> P(bad) from the simulator's hidden truth
+OracleFn = Callable[[pd.DataFrame], np.ndarray]
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """The labelled snapshots of one data directory, split by time."""
+
+    data_dir: Path
+    fingerprint: str
+    split: Split
+    oracle: OracleFn | None
+
+
+@dataclass(frozen=True)
+class ScorerResult:
+    """One scorer's threshold (chosen on validation) and its figures on test."""
+
+    cut: PremiumCut
+    valid_scores: np.ndarray
+    test_scores: np.ndarray
+    metrics: dict[str, float]
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """The fitted model, the baselines and how each did out of time."""
+
+    booster: lgb.Booster
+    feature_columns: list[str]
+    results: dict[str, ScorerResult]
+    target_bad_rate: float
+
+    @property
+    def model(self) -> ScorerResult:
+        """The LightGBM model's result."""
+        return self.results[MODEL]
+
+    def table(self) -> pd.DataFrame:
+        """Test figures, one row per scorer (model, baselines, oracle when known)."""
+        rows = {
+            name: {**{m: r.metrics[m] for m in TABLE_METRICS}, "threshold": r.cut.threshold}
+            for name, r in self.results.items()
+        }
+        return pd.DataFrame.from_dict(rows, orient="index")
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a training run produced."""
+
+    run_id: str
+    model_version: str
+    evaluation: Evaluation
+    data_window: str
+    fingerprint: str
+
+
+def fingerprint(data_dir: Path) -> str:
+    """The hash of the input tables (the project's one definition: features.io)."""
+    return features.fingerprint(data_dir)
+
+
+def oracle_from_truth(data_dir: Path, horizon_days: int, maturity_days: int) -> OracleFn | None:
+    """The simulator's true P(bad), when the data directory holds truth.parquet."""
+    truth_path = data_dir / "truth.parquet"
+    if not truth_path.is_file():
+        return None
+    try:
+        from features.simulate import oracle_scores
+    except ImportError:
+        logger.warning("truth.parquet found but features.simulate is missing: no oracle")
+        return None
+    truth = pd.read_parquet(truth_path)
+
+    def oracle(rows: pd.DataFrame) -> np.ndarray:
+        scores = np.full(len(rows), np.nan)
+        for as_of, index in rows.groupby("as_of").indices.items():
+            by_buyer = oracle_scores(truth, as_of, horizon_days, maturity_days)
+            scores[index] = rows["buyer_id"].iloc[index].map(by_buyer).to_numpy(np.float64)
+        return scores
+
+    return oracle
+
+
+def load_training_data(config: TrainConfig, log: TransactionLog | None = None) -> TrainingData:
+    """Read the data directory, build labelled snapshots and split them by time.
+
+    Raises:
+        features.LogFileError, features.LogValidationError: The directory is not a valid log.
+        TrainingDataError: Too few matured dates, rows or bad buyers.
+    """
+    data_dir = Path(config.data_dir)
+    log = log if log is not None else features.load_log(data_dir)
+    params = config.snapshots
+    dates = snapshot_dates(log, params)
+    if not dates:
+        raise TrainingDataError(
+            f"{data_dir}: no as-of date has both {params.min_history_days} days of history and "
+            f"a matured label ({params.horizon_days}+{params.maturity_days} days) in the log"
+        )
+    snapshots = build_snapshots(log, dates, params, progress=config.progress)
+    split = split_by_time(snapshots, params, config.checks)
+    oracle = oracle_from_truth(data_dir, params.horizon_days, params.maturity_days)
+    return TrainingData(data_dir.resolve(), fingerprint(data_dir), split, oracle)
+
+
+def _result(
+    predict: Callable[[pd.DataFrame], np.ndarray], split: Split, target_bad_rate: float
+) -> ScorerResult:
+    valid_scores = predict(split.valid)
+    test_scores = predict(split.test)
+    cut = choose_threshold(valid_scores, split.valid["bad"].to_numpy(), target_bad_rate)
+    metrics = score_metrics(split.test["bad"].to_numpy(), test_scores, cut.threshold)
+    return ScorerResult(cut, valid_scores, test_scores, metrics)
+
+
+def fit_and_evaluate(
+    split: Split, config: TrainConfig, oracle: OracleFn | None = None
+) -> Evaluation:
+    """Fit LightGBM and both baselines on the training rows and judge them out of time.
+
+    LightGBM stops early on validation; every scorer's threshold is chosen on validation
+    by the policy (largest premium share with bad rate <= target) and judged on test.
+    """
+    columns = list(features.FEATURE_COLUMNS)
+    train_x, train_y = split.train[columns], split.train["bad"].to_numpy()
+    booster = fit_lightgbm(
+        train_x, train_y, split.valid[columns], split.valid["bad"].to_numpy(), config.model
+    )
+    scorers: dict[str, Callable[[pd.DataFrame], np.ndarray]] = {
+        MODEL: BoosterScorer(booster).predict,
+        HAND_RULE: HandRule().fit(train_x, train_y).predict,
+        LOGISTIC: LogisticBaseline(columns, seed=config.model.seed).fit(train_x, train_y).predict,
+    }
+    if oracle is not None:
+        scorers[ORACLE] = oracle
+    results = {
+        name: _result(predict, split, config.target_bad_rate) for name, predict in scorers.items()
+    }
+    return Evaluation(booster, columns, results, config.target_bad_rate)
+
+
+def _flat_params(config: TrainConfig) -> dict[str, object]:
+    flat: dict[str, object] = {"target_bad_rate": config.target_bad_rate}
+    for section in ("snapshots", "model", "checks"):
+        for key, value in getattr(config, section).model_dump().items():
+            flat[f"{section}.{key}"] = value
+    return flat
+
+
+def _log_figures(evaluation: Evaluation, split: Split) -> None:
+    test_bad = split.test["bad"].to_numpy()
+    curves = {name: (test_bad, r.test_scores) for name, r in evaluation.results.items()}
+    thresholds = {name: r.cut.threshold for name, r in evaluation.results.items()}
+    mlflow.log_figure(roc_pr_figure(curves), "plots/roc_pr.png")
+    mlflow.log_figure(calibration_figure(curves), "plots/calibration.png")
+    mlflow.log_figure(
+        coverage_figure(curves, thresholds, evaluation.target_bad_rate),
+        "plots/coverage_vs_bad_rate.png",
+    )
+    sample = split.test.sample(min(_SHAP_ROWS, len(split.test)), random_state=0)
+    contributions = shap_values(evaluation.booster, sample)
+    mlflow.log_figure(shap_summary_figure(contributions, sample), "plots/shap_summary.png")
+    importance = contributions.abs().mean().sort_values(ascending=False)
+    mlflow.log_dict({k: float(v) for k, v in importance.items()}, "shap_mean_abs.json")
+
+
+def _metrics(evaluation: Evaluation) -> dict[str, float]:
+    metrics: dict[str, float] = {}
+    for name, result in evaluation.results.items():
+        for key, value in result.metrics.items():
+            metrics[f"{name}/test_{key}"] = value
+        metrics[f"{name}/threshold"] = result.cut.threshold
+        metrics[f"{name}/valid_premium_coverage"] = result.cut.coverage
+        metrics[f"{name}/valid_premium_bad_rate"] = result.cut.bad_rate
+    return {k: v for k, v in metrics.items() if np.isfinite(v)}
+
+
+def log_and_register(
+    client: MlflowClient,
+    data: TrainingData,
+    evaluation: Evaluation,
+    config: TrainConfig,
+    parent_run_id: str | None = None,
+) -> TrainResult:
+    """Log the run (params, fingerprint, metrics, plots, Booster) and register `challenger`.
+
+    If anything fails after the version is created, the version is deleted again, so a
+    failed run never leaves a registered version or a moved alias behind.
+    """
+    split = data.split
+    window = split.window()
+    experiment_id = registry.ensure_experiment(client, config.experiment_name)
+    tags = {"job": "train", "data_fingerprint": data.fingerprint}
+    with mlflow.start_run(
+        experiment_id=experiment_id, run_name="train", parent_run_id=parent_run_id, tags=tags
+    ) as run:
+        mlflow.log_params(
+            {
+                **_flat_params(config),
+                "data_dir": str(data.data_dir),
+                "data_fingerprint": data.fingerprint,
+                "data_window": window,
+                "train_dates": ",".join(d.date().isoformat() for d in split.train_dates),
+                "valid_dates": ",".join(d.date().isoformat() for d in split.valid_dates),
+                "test_dates": ",".join(d.date().isoformat() for d in split.test_dates),
+                "feature_set_version": features.FEATURE_SET_VERSION,
+                "n_features": len(evaluation.feature_columns),
+                "best_iteration": evaluation.booster.current_iteration(),
+                "oracle": data.oracle is not None,
+            }
+        )
+        for name, frame in (("train", split.train), ("valid", split.valid), ("test", split.test)):
+            mlflow.log_metric(f"rows_{name}", len(frame))
+            mlflow.log_metric(f"bad_rate_{name}", float(frame["bad"].mean()))
+        mlflow.log_metrics(_metrics(evaluation))
+        mlflow.log_text(evaluation.table().to_string(float_format="%.4f"), "summary.txt")
+        _log_figures(evaluation, split)
+
+        example = split.test[evaluation.feature_columns].head(5).astype(np.float64)
+        signature = infer_signature(example, evaluation.booster.predict(example.to_numpy()))
+        info = mlflow.lightgbm.log_model(
+            evaluation.booster,
+            name="model",
+            signature=signature,
+            input_example=example,
+            pip_requirements=[f"lightgbm=={lgb.__version__}", f"numpy=={np.__version__}"],
+        )
+        version_tags = {
+            registry.TAG_THRESHOLD: repr(evaluation.model.cut.threshold),
+            registry.TAG_FEATURES: json.dumps(evaluation.feature_columns),
+            registry.TAG_FEATURE_SET: features.FEATURE_SET_VERSION,
+            registry.TAG_WINDOW: window,
+            registry.TAG_TARGET: repr(config.target_bad_rate),
+            "data_fingerprint": data.fingerprint,
+            "label_horizon_days": str(config.snapshots.horizon_days),
+            "label_maturity_days": str(config.snapshots.maturity_days),
+        }
+        version = mlflow.register_model(info.model_uri, config.model_name, tags=version_tags)
+        try:
+            client.set_registered_model_alias(
+                config.model_name, registry.CHALLENGER, str(version.version)
+            )
+            mlflow.set_tag("model_version", str(version.version))
+        except Exception:
+            client.delete_model_version(config.model_name, str(version.version))
+            raise
+    return TrainResult(run.info.run_id, str(version.version), evaluation, window, data.fingerprint)
+
+
+def train(
+    config: TrainConfig,
+    client: MlflowClient | None = None,
+    parent_run_id: str | None = None,
+) -> TrainResult:
+    """The whole `python -m training train`: data -> models -> MLflow -> `challenger`.
+
+    The tracking store is checked first, so an unreachable server fails before any work.
+    """
+    client = client or registry.connect()
+    data = load_training_data(config)
+    evaluation = fit_and_evaluate(data.split, config, data.oracle)
+    return log_and_register(client, data, evaluation, config, parent_run_id)
