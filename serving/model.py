@@ -57,12 +57,12 @@ def load_champion(
         threshold = float(tags["threshold"])
         columns = tuple(json.loads(tags["feature_columns"]))
         feature_set_version = str(tags.get("feature_set_version", ""))
+        # The version's own storage location: resolving "models:/..." would go through the
+        # global registry URI instead of this one.
+        location = client.get_model_version_download_uri(name, version.version)
         with tempfile.TemporaryDirectory(prefix="fastrefund-model-") as tmp:
             local = download_artifacts(
-                artifact_uri=f"models:/{name}/{version.version}",
-                dst_path=tmp,
-                tracking_uri=tracking_uri,
-                registry_uri=tracking_uri,
+                artifact_uri=location, dst_path=tmp, tracking_uri=tracking_uri
             )
             booster = mlflow.lightgbm.load_model(local)
     except Exception as exc:  # noqa: BLE001 - any failure means there is no usable champion
