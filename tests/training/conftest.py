@@ -25,7 +25,9 @@ def small_config(small_world: Path) -> TrainConfig:
     return TrainConfig(
         data_dir=small_world,
         snapshots=SnapshotParams(min_history_days=90),
-        model=ModelParams(num_boost_round=80, early_stopping_rounds=20, learning_rate=0.1),
+        model=ModelParams(
+            num_boost_round=80, early_stopping_rounds=20, learning_rate=0.1, num_threads=1
+        ),
         checks=DataChecks(min_train_rows=500, min_eval_rows=200, min_positives=5),
         progress=False,
     )

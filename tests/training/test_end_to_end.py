@@ -1,0 +1,162 @@
+"""train -> register -> promote -> retrain, through the command line, with MLflow in tmp_path."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import lightgbm as lgb
+import mlflow
+import numpy as np
+import pytest
+from mlflow import MlflowClient
+from typer.testing import CliRunner
+
+import features
+from training.__main__ import app
+from training.config import TrainConfig
+from training.snapshots import Split
+from training.train import fit_and_evaluate, load_training_data, log_and_register
+
+pytestmark = pytest.mark.slow
+
+MODEL = "buyer-quality"
+SMALL = [
+    "--min-history-days",
+    "90",
+    "--num-boost-round",
+    "80",
+    "--early-stopping-rounds",
+    "20",
+    "--learning-rate",
+    "0.1",
+    "--min-positives",
+    "5",
+    "--num-threads",
+    "1",
+    "--no-progress",
+]
+
+
+def run(*args: str):
+    return CliRunner().invoke(app, list(args))
+
+
+def alias(client: MlflowClient, name: str) -> str | None:
+    try:
+        return str(client.get_model_version_by_alias(MODEL, name).version)
+    except mlflow.exceptions.MlflowException:
+        return None
+
+
+def shuffled_challenger(config: TrainConfig, client: MlflowClient) -> str:
+    """Register a deliberately worse model: trained on labels shuffled within each date."""
+    data = load_training_data(config)
+    rng = np.random.default_rng(0)
+
+    def shuffle(frame):
+        frame = frame.copy()
+        frame["bad"] = rng.permutation(frame["bad"].to_numpy())
+        return frame
+
+    split = Split(shuffle(data.split.train), shuffle(data.split.valid), data.split.test)
+    evaluation = fit_and_evaluate(split, config, data.oracle)
+    return log_and_register(client, data, evaluation, config).model_version
+
+
+def test_train_register_promote_retrain(
+    small_world: Path, small_config: TrainConfig, tracking: str, tmp_path: Path
+) -> None:
+    client = MlflowClient(tracking_uri=tracking, registry_uri=tracking)
+
+    # 1. Train: a table, a run id, a registered challenger that serving can read.
+    result = run("train", "--data", str(small_world), *SMALL)
+    assert result.exit_code == 0, result.output
+    assert "oracle" in result.output and "hand_rule" in result.output
+    assert "run id" in result.output
+    assert alias(client, "challenger") == "1"
+    version = client.get_model_version(MODEL, "1")
+    columns = json.loads(version.tags["feature_columns"])
+    assert columns == features.FEATURE_COLUMNS
+    assert 0 < float(version.tags["threshold"]) < 1
+    assert version.tags["feature_set_version"] == features.FEATURE_SET_VERSION
+    assert version.tags["target_bad_rate"] == "0.01"
+    assert "/" in version.tags["data_window"]
+    booster = mlflow.lightgbm.load_model(f"models:/{MODEL}@challenger")
+    assert isinstance(booster, lgb.Booster)
+    assert booster.feature_name() == columns
+    scores = booster.predict(np.zeros((2, len(columns))))
+    assert ((scores > 0) & (scores < 1)).all()
+
+    run_data = client.get_run(version.run_id).data
+    assert run_data.params["data_fingerprint"] == features.fingerprint(small_world)
+    assert run_data.metrics["lightgbm/test_roc_auc"] > run_data.metrics["hand_rule/test_roc_auc"]
+    for scorer in ("lightgbm", "hand_rule", "logistic", "oracle"):
+        for metric in (
+            "roc_auc",
+            "pr_auc",
+            "brier",
+            "log_loss",
+            "calibration_error",
+            "premium_coverage",
+        ):
+            assert f"{scorer}/test_{metric}" in run_data.metrics
+    plots = {a.path for a in client.list_artifacts(version.run_id, "plots")}
+    assert plots == {
+        "plots/roc_pr.png",
+        "plots/calibration.png",
+        "plots/coverage_vs_bad_rate.png",
+        "plots/shap_summary.png",
+    }
+    assert list((tmp_path / "mlruns").iterdir())  # artifacts under ./mlruns, nowhere else
+
+    # 2. The first model becomes champion.
+    result = run("promote")
+    assert result.exit_code == 0, result.output
+    assert "verdict: promoted" in result.output
+    assert alias(client, "champion") == "1"
+    assert alias(client, "previous") is None
+
+    # 3. A worse challenger (shuffled labels) is refused: exit 0, no alias moved.
+    assert shuffled_challenger(small_config, client) == "2"
+    result = run("promote")
+    assert result.exit_code == 0, result.output
+    assert "verdict: refused" in result.output
+    assert "roc_auc" in result.output
+    assert (alias(client, "champion"), alias(client, "challenger")) == ("1", "2")
+    assert client.get_model_version(MODEL, "2").tags["gate_verdict"] == "refused"
+
+    # 4. --force overrides, and the override is on record.
+    result = run("promote", "--force")
+    assert result.exit_code == 0, result.output
+    assert "verdict: forced" in result.output
+    assert (alias(client, "champion"), alias(client, "previous")) == ("2", "1")
+    forced = client.search_runs(
+        [version.run_id and client.get_run(version.run_id).info.experiment_id],
+        "tags.job = 'promote' and tags.forced = 'true'",
+    )
+    assert len(forced) == 1
+
+    # 5. The scheduled job: trains, beats the forced bad champion, moves the aliases.
+    result = run("retrain", "--data", str(small_world), "--no-materialize", *SMALL)
+    assert result.exit_code == 0, result.output
+    assert "verdict: promoted" in result.output
+    assert (alias(client, "champion"), alias(client, "previous")) == ("3", "2")
+
+    # 6. Same data again: skipped, nothing new registered.
+    result = run("retrain", "--data", str(small_world), "--no-materialize", *SMALL)
+    assert result.exit_code == 0, result.output
+    assert "skipped" in result.output
+    assert len(client.search_model_versions(f"name = '{MODEL}'")) == 3
+
+
+def test_metrics_are_reproducible_for_a_fixed_seed(small_config: TrainConfig) -> None:
+    data = load_training_data(small_config)
+    first = fit_and_evaluate(data.split, small_config, data.oracle).table()
+    again = fit_and_evaluate(data.split, small_config, data.oracle).table()
+    assert first.equals(again)
+    other_seed = small_config.model_copy(
+        update={"model": small_config.model.model_copy(update={"seed": 1})}
+    )
+    other = fit_and_evaluate(data.split, other_seed, data.oracle).table()
+    assert other.loc["lightgbm", "roc_auc"] != first.loc["lightgbm", "roc_auc"]

@@ -1,0 +1,129 @@
+"""What bad input gets: a clear message, a non-zero exit, nothing registered, no alias moved."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from filelock import FileLock
+from mlflow import MlflowClient
+from typer.testing import CliRunner
+
+from training import registry
+from training.__main__ import EXIT_LOCKED, app
+from training.config import TrainConfig
+from training.train import fit_and_evaluate, load_training_data, log_and_register
+
+MODEL = "buyer-quality"
+
+
+def run(*args: str):
+    return CliRunner().invoke(app, list(args))
+
+
+def registered_versions(uri: str) -> int:
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    return len(client.search_model_versions(f"name = '{MODEL}'"))
+
+
+def test_missing_data_directory(tracking: str, tmp_path: Path) -> None:
+    result = run("train", "--data", str(tmp_path / "nowhere"))
+    assert result.exit_code == 1
+    assert "nowhere: not a directory" in result.stderr
+    assert registered_versions(tracking) == 0
+
+
+def test_invalid_data_directory(tracking: str, small_world: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "bad"
+    shutil.copytree(small_world, bad)
+    (bad / "buyers.parquet").unlink()
+    (bad / "buyers.csv").write_text("buyer_id,registered_at\nB1,yesterday\n")
+    result = run("train", "--data", str(bad))
+    assert result.exit_code == 1
+    assert "error: " in result.stderr and "registered_at" in result.stderr
+    assert registered_versions(tracking) == 0
+
+
+def test_too_few_positives(tracking: str, small_world: Path) -> None:
+    result = run(
+        "train",
+        "--data",
+        str(small_world),
+        "--min-history-days",
+        "90",
+        "--min-positives",
+        "100000",
+        "--no-progress",
+    )
+    assert result.exit_code == 1
+    assert "too little data" in result.stderr and "bad buyers" in result.stderr
+    assert registered_versions(tracking) == 0
+
+
+def test_too_few_matured_dates(tracking: str, small_world: Path) -> None:
+    result = run("train", "--data", str(small_world), "--min-history-days", "300", "--no-progress")
+    assert result.exit_code == 1
+    assert "as-of date" in result.stderr
+    assert registered_versions(tracking) == 0
+
+
+def test_unreachable_tracking_server(
+    small_world: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")
+    for args in (
+        ["train", "--data", str(small_world)],
+        ["promote"],
+        ["retrain", "--data", str(small_world)],
+    ):
+        result = run(*args)
+        assert result.exit_code == 1, args
+        assert "cannot be reached" in result.stderr
+
+
+def test_plain_file_store_is_refused(
+    small_world: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", str(tmp_path / "mlruns"))
+    result = run("train", "--data", str(small_world))
+    assert result.exit_code == 1
+    assert "plain-file store" in result.stderr
+    assert not (tmp_path / "mlruns").exists()
+
+
+def test_promote_without_a_challenger(tracking: str) -> None:
+    result = run("promote")
+    assert result.exit_code == 1
+    assert "run train first" in result.stderr
+
+
+def test_overlapping_retrain_waits_its_turn(
+    tracking: str, small_world: Path, tmp_path: Path
+) -> None:
+    lock_path = tmp_path / "mlruns" / ".retrain.lock"
+    lock_path.parent.mkdir()
+    with FileLock(str(lock_path)):
+        result = run("retrain", "--data", str(small_world))
+    assert result.exit_code == EXIT_LOCKED
+    assert "another retraining run" in result.stderr
+    assert registered_versions(tracking) == 0
+
+
+@pytest.mark.slow
+def test_failed_alias_move_leaves_no_version(
+    tracking: str, small_config: TrainConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = registry.connect()
+    data = load_training_data(small_config)
+    evaluation = fit_and_evaluate(data.split, small_config)
+
+    def refuse(*args: object) -> None:
+        raise RuntimeError("registry went away")
+
+    monkeypatch.setattr(client, "set_registered_model_alias", refuse)
+    with pytest.raises(RuntimeError, match="registry went away"):
+        log_and_register(client, data, evaluation, small_config)
+    assert registered_versions(tracking) == 0
