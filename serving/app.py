@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -103,6 +104,17 @@ def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def _checkpoint_audit(service: Service, every_seconds: float = 1.0) -> None:
+    """Fold the audit WAL into the database in a thread, so no request's commit pays for it."""
+    while True:
+        await asyncio.sleep(every_seconds)
+        if service.audit is not None:
+            try:
+                await asyncio.to_thread(service.audit.checkpoint)
+            except Exception as exc:  # noqa: BLE001 - the next request reports a real outage
+                logger.warning("audit checkpoint failed", extra={"fields": {"error": str(exc)}})
+
+
 def create_app(settings: Settings | None = None, clock: Clock | None = None) -> FastAPI:
     """Build the decision API.
 
@@ -143,9 +155,11 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
                 }
             },
         )
+        checkpoints = asyncio.create_task(_checkpoint_audit(service))
         try:
             yield
         finally:
+            checkpoints.cancel()
             service.close()
 
     app = FastAPI(

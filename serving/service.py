@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
 
@@ -42,6 +43,7 @@ class Outcome:
 
     status: int
     body: dict
+    text: str  # `body` as the JSON that was audited and is answered
 
 
 class Conflict(Exception):
@@ -76,6 +78,8 @@ class Service:
         self._next_audit_try = 0.0
         self._columns: tuple[tuple[str, tuple[str, ...]], np.ndarray | None] | None = None
         self._reload_lock = asyncio.Lock()
+        self._decision_counters: dict[str, Any] = {}
+        self._reason_counters: dict[str, Any] = {}
         metrics.policy.labels(version=policy.version).set(1)
 
     # -- dependencies -----------------------------------------------------------------
@@ -180,10 +184,6 @@ class Service:
             for i, request in enumerate(requests):
                 request_text = request.model_dump_json()
                 request_hash = hashlib.sha256(request_text.encode()).hexdigest()
-                stored = tx.get(request.refund_id)
-                if stored is not None:
-                    outcomes.append(self._replay(stored, request_hash))
-                    continue
                 order = request.order
                 buyer, shop = found[i]
                 approvals = tx.approvals(order.buyer_id, now)
@@ -219,7 +219,8 @@ class Service:
                     if buyer is not None and len(buyer.features) == len(columns)
                     else None
                 )
-                tx.insert(
+                text = _json(body)
+                stored = tx.insert(
                     DecisionRecord(
                         refund_id=request.refund_id,
                         request_hash=request_hash,
@@ -238,33 +239,42 @@ class Service:
                         model_name=self.settings.model_name,
                         model_version=champion.version if champion is not None else None,
                         policy_version=policy.version,
-                        response=_json(body),
+                        response=text,
                     )
                 )
-                outcomes.append(Outcome(200, body))
+                if not stored:  # the refund_id was decided before: replay or conflict
+                    previous = tx.get(request.refund_id)
+                    outcomes.append(self._replay(previous, request_hash))  # type: ignore[arg-type]
+                    continue
+                outcomes.append(Outcome(200, body, text))
                 made.append((decision, failed))
         # Counted only once committed: a rolled-back batch decided nothing.
         for decision, failed in made:
-            self.metrics.decisions.labels(decision=decision).inc()
+            self._count(self._decision_counters, self.metrics.decisions, decision)
             for failure in failed:
-                self.metrics.reasons.labels(reason=failure.code.value).inc()
+                self._count(self._reason_counters, self.metrics.reasons, failure.code.value)
         return outcomes
+
+    @staticmethod
+    def _count(cache: dict, counter: Any, label: str) -> None:
+        child = cache.get(label)
+        if child is None:
+            child = cache[label] = counter.labels(label)
+        child.inc()
 
     def _replay(self, stored: DecisionRecord, request_hash: str) -> Outcome:
         if stored.request_hash != request_hash:
             self.metrics.conflicts.inc()
-            return Outcome(
-                409,
-                {
-                    "detail": f"refund_id {stored.refund_id} was already decided for a "
-                    "different request",
-                    "refund_id": stored.refund_id,
-                },
-            )
+            body = {
+                "detail": f"refund_id {stored.refund_id} was already decided for a "
+                "different request",
+                "refund_id": stored.refund_id,
+            }
+            return Outcome(409, body, _json(body))
         self.metrics.replays.inc()
         body = json.loads(stored.response)
         body["replayed"] = True
-        return Outcome(200, body)
+        return Outcome(200, body, _json(body))
 
     def _lookup(
         self, requests: Sequence[DecisionRequest]
@@ -326,7 +336,8 @@ class Service:
         scores: list[float | None] = [None] * len(found)
         if not rows:
             return scores
-        matrix = np.stack([found[i][0].features for i in rows])[:, index]  # type: ignore[union-attr]
+        vectors = [found[i][0].features for i in rows]  # type: ignore[union-attr]
+        matrix = (vectors[0][None, :] if len(vectors) == 1 else np.stack(vectors))[:, index]
         try:
             predicted = champion.score(matrix)
         except Exception as exc:  # noqa: BLE001 - fail closed on any scoring failure

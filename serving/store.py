@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,6 +58,7 @@ class StoreMeta:
     feature_columns: tuple[str, ...]
     materialized_at: str
     policy_version: str
+    generation: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +80,12 @@ class ShopRecord:
     shop_id: str
     eligible: bool
     reasons: str
-    metrics: dict
+    metrics_json: str | None
+
+    @property
+    def metrics(self) -> dict:
+        """The shop metrics eligibility was decided from ({} for an admin-only shop)."""
+        return json.loads(self.metrics_json) if self.metrics_json else {}
 
 
 def connect(path: str | Path, create: bool = False) -> sqlite3.Connection:
@@ -133,6 +140,7 @@ def write_snapshot(
                     ("feature_columns", json.dumps(list(meta.feature_columns))),
                     ("materialized_at", meta.materialized_at),
                     ("policy_version", meta.policy_version),
+                    ("generation", uuid.uuid4().hex),
                 ],
             )
             conn.execute("COMMIT")
@@ -142,6 +150,45 @@ def write_snapshot(
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     finally:
         conn.close()
+
+
+_LOOKUP = """
+SELECT (SELECT value FROM meta WHERE key = 'generation'),
+       b.registered_at, b.order_count, b.features, b.revoked, b.revoked_reason,
+       bo.revoked, bo.reason,
+       s.eligible, s.reasons, s.metrics,
+       so.eligible, so.reason
+FROM (SELECT ?1 AS buyer_id, ?2 AS shop_id) AS q
+LEFT JOIN buyers AS b ON b.buyer_id = q.buyer_id
+LEFT JOIN buyer_overrides AS bo ON bo.buyer_id = q.buyer_id
+LEFT JOIN shops AS s ON s.shop_id = q.shop_id
+LEFT JOIN shop_overrides AS so ON so.shop_id = q.shop_id
+"""
+
+
+def _records(pair: tuple[str, str], row: tuple) -> tuple[BuyerRecord | None, ShopRecord | None]:
+    buyer_id, shop_id = pair
+    registered_at, order_count, features, revoked, revoked_reason = row[1:6]
+    override_revoked, override_reason = row[6:8]
+    eligible, reasons, metrics, override_eligible, override_why = row[8:]
+    buyer = None
+    if registered_at is not None:
+        is_revoked, why = bool(revoked), revoked_reason or ""
+        if override_revoked is not None:
+            is_revoked, why = bool(override_revoked), override_reason
+        vector = np.frombuffer(features, dtype=np.float64)
+        buyer = BuyerRecord(buyer_id, registered_at, order_count, vector, is_revoked, why)
+    elif override_revoked:
+        # An admin revoked a buyer the snapshot does not know: keep them revoked.
+        buyer = BuyerRecord(buyer_id, float("nan"), 0, np.empty(0), True, override_reason)
+    shop = None
+    if override_eligible is not None:
+        shop = ShopRecord(
+            shop_id, bool(override_eligible), f"set by admin: {override_why}", metrics
+        )
+    elif eligible is not None:
+        shop = ShopRecord(shop_id, bool(eligible), reasons or "", metrics)
+    return buyer, shop
 
 
 class OnlineStore:
@@ -197,6 +244,7 @@ class OnlineStore:
             feature_columns=tuple(json.loads(rows["feature_columns"])),
             materialized_at=rows["materialized_at"],
             policy_version=rows["policy_version"],
+            generation=rows.get("generation", ""),
         )
         self._data_version = version
         return self._meta
@@ -204,58 +252,26 @@ class OnlineStore:
     def lookup(
         self, pairs: Iterable[tuple[str, str]]
     ) -> tuple[StoreMeta, list[tuple[BuyerRecord | None, ShopRecord | None]]]:
-        """Look up (buyer_id, shop_id) pairs in one read transaction (one consistent snapshot).
+        """Look up (buyer_id, shop_id) pairs, all from one consistent snapshot.
+
+        Each pair is one statement that also returns the snapshot's generation; if a refresh
+        committed in between, the lookup starts again on the new snapshot.
 
         Raises:
             StoreUnavailable: The store cannot be read.
         """
-        conn = self._conn
+        pairs = list(pairs)
         try:
-            conn.execute("BEGIN")
-            try:
+            for _ in range(3):
                 meta = self.meta()
-                found = [(self._buyer(b), self._shop(s)) for b, s in pairs]
-            finally:
-                conn.execute("COMMIT")
+                rows = [self._conn.execute(_LOOKUP, pair).fetchone() for pair in pairs]
+                if all((row[0] or "") == meta.generation for row in rows):
+                    found = [_records(pair, row) for pair, row in zip(pairs, rows, strict=True)]
+                    return meta, found
+                self._meta = None  # a refresh committed meanwhile
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"online store {self.path}: {exc}") from exc
-        return meta, found
-
-    def _buyer(self, buyer_id: str) -> BuyerRecord | None:
-        row = self._conn.execute(
-            "SELECT registered_at, order_count, features, revoked, revoked_reason "
-            "FROM buyers WHERE buyer_id = ?",
-            (buyer_id,),
-        ).fetchone()
-        override = self._conn.execute(
-            "SELECT revoked, reason FROM buyer_overrides WHERE buyer_id = ?", (buyer_id,)
-        ).fetchone()
-        if row is None:
-            if override is not None and override[0]:
-                # An admin revoked a buyer the snapshot does not know: keep them revoked.
-                return BuyerRecord(buyer_id, float("nan"), 0, np.empty(0), True, override[1])
-            return None
-        revoked, reason = bool(row[3]), row[4] or ""
-        if override is not None:
-            revoked, reason = bool(override[0]), override[1]
-        return BuyerRecord(
-            buyer_id, row[0], row[1], np.frombuffer(row[2], dtype=np.float64), revoked, reason
-        )
-
-    def _shop(self, shop_id: str) -> ShopRecord | None:
-        row = self._conn.execute(
-            "SELECT eligible, reasons, metrics FROM shops WHERE shop_id = ?", (shop_id,)
-        ).fetchone()
-        override = self._conn.execute(
-            "SELECT eligible, reason FROM shop_overrides WHERE shop_id = ?", (shop_id,)
-        ).fetchone()
-        if row is None and override is None:
-            return None
-        eligible, reasons = (bool(row[0]), row[1]) if row is not None else (False, "")
-        metrics = json.loads(row[2]) if row is not None else {}
-        if override is not None:
-            eligible, reasons = bool(override[0]), f"set by admin: {override[1]}"
-        return ShopRecord(shop_id, eligible, reasons, metrics)
+        raise StoreUnavailable(f"online store {self.path}: refreshing too often to read")
 
     def buyer(self, buyer_id: str) -> BuyerRecord | None:
         """One buyer, overrides applied (None when unknown)."""

@@ -1,0 +1,413 @@
+"""Benchmark the decision API against `mlflow models serve` of the same champion.
+
+Builds a simulated world in a temporary directory, materializes the online store, trains and
+registers a LightGBM champion in a temporary MLflow, then measures in the same run:
+
+1. one decision in process (lookup + rules + score + audit commit), p50/p99;
+2. `python -m serving run` (one worker) under wrk at 16 connections, every request a new
+   refund (no replays): decisions/s and latency percentiles;
+3. the batch route (1,000 decisions a request) under wrk;
+4. `mlflow models serve --env-manager local` (one worker) on the same champion under the same
+   wrk load (a one-row dataframe_split request), and the throughput ratio.
+
+Load only ever targets 127.0.0.1 and each wrk run is bounded in time.
+Run: `.venv/bin/python benchmarks/bench_serving.py` (needs wrk: `apt-get install -y wrk`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import lightgbm as lgb
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow import MlflowClient
+from mlflow.models import infer_signature
+
+import features
+from features.simulate import simulate, write_world
+from serving.config import DEV_DECIDER_TOKEN, Settings
+from serving.materialize import materialize
+from serving.metrics import Metrics
+from serving.policy import load_policy
+from serving.schemas import DecisionRequest
+from serving.service import Service
+
+ROOT = Path(__file__).resolve().parents[1]
+PYTHON = sys.executable
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def register_champion(uri: str, workdir: Path, log: features.TransactionLog) -> str:
+    """Train a small LightGBM on one snapshot and register it as buyer-quality@champion."""
+    columns = list(features.FEATURE_COLUMNS)
+    as_of = (log.end - pd.Timedelta(days=150)).normalize()
+    frame = features.build_features(log, [as_of])
+    label = features.labels(log, as_of, horizon_days=90, maturity_days=30)
+    frame = frame.merge(label[["buyer_id", "bad"]], on="buyer_id", how="left")
+    x = frame[columns].to_numpy(dtype=np.float64)
+    y = frame["bad"].fillna(0).astype(int).to_numpy()
+    booster = lgb.train(
+        {"objective": "binary", "verbose": -1, "num_leaves": 31, "learning_rate": 0.05},
+        lgb.Dataset(x, label=y, feature_name=columns),
+        num_boost_round=300,
+    )
+    threshold = float(np.quantile(booster.predict(x), 0.4))
+    mlflow.set_tracking_uri(uri)
+    client = MlflowClient(uri)
+    experiment = client.create_experiment(
+        "bench-serving", artifact_location=(workdir / "artifacts").as_uri()
+    )
+    example = pd.DataFrame(x[:2], columns=columns)
+    with mlflow.start_run(experiment_id=experiment):
+        info = mlflow.lightgbm.log_model(
+            booster,
+            name="model",
+            signature=infer_signature(example, booster.predict(x[:2])),
+            input_example=example,
+            registered_model_name="buyer-quality",
+        )
+    version = str(info.registered_model_version)
+    tags = {
+        "threshold": str(threshold),
+        "feature_columns": json.dumps(columns),
+        "feature_set_version": features.FEATURE_SET_VERSION,
+        "data_window": "bench",
+        "target_bad_rate": "0.05",
+    }
+    for key, value in tags.items():
+        client.set_model_version_tag("buyer-quality", version, key, value)
+    client.set_registered_model_alias("buyer-quality", "champion", version)
+    return version
+
+
+def request_body(refund_id: str, buyer_id: str, shop_id: str) -> dict:
+    return {
+        "refund_id": refund_id,
+        "requested_at": "2025-06-01T02:00:00Z",
+        "kind": "refund_only",
+        "order": {
+            "order_id": f"O{refund_id}",
+            "buyer_id": buyer_id,
+            "shop_id": shop_id,
+            "category": "apparel",
+            "is_virtual": False,
+            "is_custom": False,
+            "paid_amount": "129.90",
+            "currency": "CNY",
+            "status": "paid_unshipped",
+            "tracking_number": None,
+        },
+    }
+
+
+def in_process(settings: Settings, buyers: list[str], shops: list[str], n: int) -> dict:
+    """Latency of one decision through the service: lookup, rules, score, audit commit."""
+    import asyncio
+
+    service = Service(settings, load_policy(), Metrics())
+    asyncio.run(service.load_model())
+    requests = [
+        DecisionRequest.model_validate(
+            request_body(f"IP{i}", buyers[i % len(buyers)], shops[i % len(shops)])
+        )
+        for i in range(n)
+    ]
+    for request in requests[:200]:  # warm up
+        service.decide([request])
+    timings = []
+    for request in requests[200:]:
+        started = time.perf_counter_ns()
+        service.decide([request])
+        timings.append(time.perf_counter_ns() - started)
+    service.close()
+    ms = np.array(timings) / 1e6
+    return {
+        "n": len(ms),
+        "p50_ms": float(np.percentile(ms, 50)),
+        "p99_ms": float(np.percentile(ms, 99)),
+    }
+
+
+LUA_SINGLE = """
+local buyers = {%(buyers)s}
+local shops = {%(shops)s}
+local counter = 0
+local tid = 0
+local threads = 0
+setup = function(thread) thread:set("tid", threads); threads = threads + 1 end
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer %(token)s"
+request = function()
+  counter = counter + 1
+  local b = buyers[(counter %% #buyers) + 1]
+  local s = shops[(counter %% #shops) + 1]
+  local id = "%(prefix)s" .. tid .. "-" .. counter
+  local body = '{"refund_id":"' .. id .. '","requested_at":"2025-06-01T02:00:00Z",' ..
+    '"kind":"refund_only","order":{"order_id":"O' .. id .. '","buyer_id":"' .. b ..
+    '","shop_id":"' .. s .. '","category":"apparel","is_virtual":false,"is_custom":false,' ..
+    '"paid_amount":"129.90","currency":"CNY","status":"paid_unshipped","tracking_number":null}}'
+  %(wrap)s
+end
+"""
+
+WRAP_SINGLE = "return wrk.format(nil, nil, nil, body)"
+WRAP_BATCH = """
+  local items = {}
+  for i = 1, %(size)d do
+    counter = counter + 1
+    b = buyers[(counter %% #buyers) + 1]
+    s = shops[(counter %% #shops) + 1]
+    id = "%(prefix)s" .. tid .. "-" .. counter
+    items[i] = '{"refund_id":"' .. id .. '","requested_at":"2025-06-01T02:00:00Z",' ..
+      '"kind":"refund_only","order":{"order_id":"O' .. id .. '","buyer_id":"' .. b ..
+      '","shop_id":"' .. s .. '","category":"apparel","is_virtual":false,"is_custom":false,' ..
+      '"paid_amount":"129.90","currency":"CNY","status":"paid_unshipped","tracking_number":null}}'
+  end
+  return wrk.format(nil, nil, nil, '{"requests":[' .. table.concat(items, ",") .. ']}')
+"""
+
+LUA_MLFLOW = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = '%(body)s'
+"""
+
+LUA_REPORT = """
+done = function(summary, latency, requests)
+  local errors = summary.errors.status + summary.errors.connect + summary.errors.read +
+    summary.errors.write + summary.errors.timeout
+  io.write(string.format("JSON {\\"requests\\": %d, \\"seconds\\": %f, \\"errors\\": %d, " ..
+    "\\"p50_ms\\": %f, \\"p90_ms\\": %f, \\"p99_ms\\": %f}\\n",
+    summary.requests, summary.duration / 1e6, errors,
+    latency:percentile(50) / 1000, latency:percentile(90) / 1000, latency:percentile(99) / 1000))
+end
+"""
+
+
+def wrk(url: str, script: str, connections: int, seconds: int, workdir: Path, name: str) -> dict:
+    path = workdir / f"{name}.lua"
+    path.write_text(script + LUA_REPORT)
+    out = subprocess.run(
+        [
+            "wrk",
+            "-t2",
+            f"-c{connections}",
+            f"-d{seconds}s",
+            "--timeout",
+            "10s",
+            "-s",
+            str(path),
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=seconds + 60,
+        check=True,
+    ).stdout
+    result = json.loads(re.search(r"JSON (\{.*\})", out).group(1))
+    result["rps"] = result["requests"] / result["seconds"]
+    return result
+
+
+def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{url}: server exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as reply:
+                if reply.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"{url} not ready after {timeout}s")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--buyers", type=int, default=20_000, help="simulated buyers")
+    parser.add_argument("--seconds", type=int, default=15, help="duration of each wrk run")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is not installed: apt-get install -y wrk")
+
+    workdir = Path(tempfile.mkdtemp(prefix="bench-serving-"))
+    print(f"workdir {workdir}")
+    started = time.perf_counter()
+    world = simulate(buyers=args.buyers, shops=max(50, args.buyers // 100), days=400, seed=42)
+    write_world(world, workdir / "log")
+    print(f"simulated in {time.perf_counter() - started:.1f}s")
+    report = materialize(workdir / "log", store_path=workdir / "online.db", policy=load_policy())
+    print(f"materialized in {time.perf_counter() - started:.1f}s")
+    uri = f"sqlite:///{workdir / 'mlflow.db'}"
+    version = register_champion(uri, workdir, world.log)
+    print(
+        f"setup {time.perf_counter() - started:.1f}s: {report.buyers} buyers, "
+        f"{report.eligible_shops}/{report.shops} eligible shops, champion v{version}"
+    )
+
+    store = pd.read_sql(
+        "SELECT buyer_id FROM buyers WHERE order_count >= 3 AND revoked = 0",
+        f"sqlite:///{workdir / 'online.db'}",
+    )
+    buyers = store["buyer_id"].sample(2000, random_state=0, replace=True).tolist()
+    shops = pd.read_sql(
+        "SELECT shop_id FROM shops WHERE eligible = 1", f"sqlite:///{workdir / 'online.db'}"
+    )["shop_id"].tolist()
+
+    settings = Settings(
+        store_path=workdir / "online.db",
+        audit_path=workdir / "audit-inprocess.db",
+        mlflow_tracking_uri=uri,
+    )
+    one = in_process(settings, buyers, shops, n=5200)
+    print(f"in-process: one decision p50 {one['p50_ms']:.3f} ms, p99 {one['p99_ms']:.3f} ms")
+
+    env = {
+        **os.environ,
+        "FASTREFUND_STORE_PATH": str(workdir / "online.db"),
+        "FASTREFUND_AUDIT_PATH": str(workdir / "audit.db"),
+        "FASTREFUND_MLFLOW_TRACKING_URI": uri,
+        "FASTREFUND_LOG_LEVEL": "INFO",
+    }
+    port = free_port()
+    ours = subprocess.Popen(
+        [PYTHON, "-m", "serving", "run", "--host", "127.0.0.1", "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=open(workdir / "serving.log", "w"),  # noqa: SIM115
+        start_new_session=True,
+    )
+    mlflow_port = free_port()
+    theirs = None
+    results: dict = {"in_process": one}
+    try:
+        wait_ready(f"http://127.0.0.1:{port}/readyz", ours)
+        quoted = lambda ids: ",".join(f'"{i}"' for i in ids)  # noqa: E731
+        fill = {"buyers": quoted(buyers), "shops": quoted(shops), "token": DEV_DECIDER_TOKEN}
+        single = LUA_SINGLE % {**fill, "prefix": "S", "wrap": WRAP_SINGLE}
+        url = f"http://127.0.0.1:{port}/v1/refund-decisions"
+        wrk(url, single.replace('"S"', '"W"'), 16, 3, workdir, "warmup")
+        results["single"] = wrk(url, single, 16, args.seconds, workdir, "single")
+        print(f"serving single, 16 connections: {json.dumps(results['single'])}")
+        batch = LUA_SINGLE % {
+            **fill,
+            "prefix": "B",
+            "wrap": WRAP_BATCH % {"size": 1000, "prefix": "B"},
+        }
+        results["batch"] = wrk(f"{url}/batch", batch, 2, args.seconds, workdir, "batch")
+        results["batch"]["decisions_per_s"] = results["batch"]["rps"] * 1000
+        print(f"serving batch of 1000, 2 connections: {json.dumps(results['batch'])}")
+        stop(ours)
+
+        theirs = subprocess.Popen(
+            [
+                PYTHON,
+                "-m",
+                "mlflow",
+                "models",
+                "serve",
+                "-m",
+                f"models:/buyer-quality/{version}",
+                "--env-manager",
+                "local",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(mlflow_port),
+                "-w",
+                "1",
+            ],
+            cwd=workdir,
+            env={
+                **os.environ,
+                "MLFLOW_TRACKING_URI": uri,
+                # mlflow execs `uvicorn` from PATH: the venv's, as an activated venv would.
+                "PATH": f"{Path(PYTHON).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+            },
+            stdout=subprocess.DEVNULL,
+            stderr=open(workdir / "mlflow-serve.log", "w"),  # noqa: SIM115
+            start_new_session=True,
+        )
+        wait_ready(f"http://127.0.0.1:{mlflow_port}/ping", theirs)
+        online = pd.read_sql(
+            "SELECT features FROM buyers LIMIT 1", f"sqlite:///{workdir / 'online.db'}"
+        )
+        row = np.frombuffer(online["features"][0], dtype=np.float64)
+        row = [None if np.isnan(v) else float(v) for v in row]
+        payload = json.dumps(
+            {"dataframe_split": {"columns": list(features.FEATURE_COLUMNS), "data": [row]}}
+        )
+        mlflow_script = LUA_MLFLOW % {"body": payload}
+        murl = f"http://127.0.0.1:{mlflow_port}/invocations"
+        wrk(murl, mlflow_script, 16, 3, workdir, "mlflow-warmup")
+        results["mlflow"] = wrk(murl, mlflow_script, 16, args.seconds, workdir, "mlflow")
+        print(f"mlflow models serve, 16 connections: {json.dumps(results['mlflow'])}")
+    finally:
+        for proc in (ours, theirs):
+            if proc is not None and proc.poll() is None:
+                stop(proc)
+    ratio = results["single"]["rps"] / results["mlflow"]["rps"]
+    results["ratio"] = ratio
+    print()
+    print("| what | target | measured |")
+    print("|---|---|---|")
+    print(
+        f"| one decision in process (lookup, rules, score, audit commit) | p99 <= 0.5 ms | "
+        f"p50 {one['p50_ms']:.3f} ms, p99 {one['p99_ms']:.3f} ms |"
+    )
+    s = results["single"]
+    print(
+        f"| HTTP, 1 worker, 16 connections | >= 1,500 decisions/s, p99 <= 15 ms | "
+        f"{s['rps']:,.0f} decisions/s, p50 {s['p50_ms']:.1f} ms, p99 {s['p99_ms']:.1f} ms, "
+        f"{s['errors']} errors |"
+    )
+    b = results["batch"]
+    print(
+        f"| batch route (1,000 a request), 2 connections | >= 10,000 decisions/s | "
+        f"{b['decisions_per_s']:,.0f} decisions/s ({b['p50_ms']:.0f} ms a batch) |"
+    )
+    m = results["mlflow"]
+    print(
+        f"| `mlflow models serve` same champion, 1 worker, 16 connections | peer | "
+        f"{m['rps']:,.0f} predictions/s, p50 {m['p50_ms']:.1f} ms, p99 {m['p99_ms']:.1f} ms |"
+    )
+    print(f"| ours / mlflow throughput | >= 3x | {ratio:.1f}x |")
+    (workdir / "results.json").write_text(json.dumps(results, indent=2))
+    if not args.keep:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
