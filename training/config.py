@@ -18,39 +18,47 @@ class _Params(BaseModel):
 class SnapshotParams(_Params):
     """Where the as-of dates fall and how the label looks ahead."""
 
-    horizon_days: int = Field(90, ge=1, description="H: refund requests in (T, T+H] count.")
+    horizon_days: int = Field(default=90, ge=1, description="H: refund requests in (T, T+H] count.")
     maturity_days: int = Field(
-        30, ge=0, description="M: an abuse confirmation counts if it arrives by T+H+M."
+        default=30, ge=0, description="M: an abuse confirmation counts if it arrives by T+H+M."
     )
-    frequency: str = Field("MS", description="pandas offset alias of the as-of dates (MS=monthly).")
+    frequency: str = Field(
+        default="MS", description="pandas offset alias of the as-of dates (MS=monthly)."
+    )
     min_history_days: int = Field(
-        180, ge=0, description="Days of log before the first as-of date (buyers need history)."
+        default=180,
+        ge=0,
+        description="Days of log before the first as-of date (buyers need history).",
     )
-    test_dates: int = Field(1, ge=1, description="Newest matured as-of dates held out as test.")
-    valid_dates: int = Field(1, ge=1, description="As-of dates before the test ones: validation.")
+    test_dates: int = Field(
+        default=1, ge=1, description="Newest matured as-of dates held out as test."
+    )
+    valid_dates: int = Field(
+        default=1, ge=1, description="As-of dates before the test ones: validation."
+    )
 
 
 class ModelParams(_Params):
     """LightGBM settings; the defaults suit tens of features and ~10^5-10^6 rows."""
 
-    learning_rate: float = Field(0.05, gt=0, le=1)
-    num_leaves: int = Field(31, ge=2)
-    min_data_in_leaf: int = Field(100, ge=1)
-    feature_fraction: float = Field(0.9, gt=0, le=1)
-    bagging_fraction: float = Field(0.8, gt=0, le=1)
-    lambda_l2: float = Field(1.0, ge=0)
-    num_boost_round: int = Field(2000, ge=1)
-    early_stopping_rounds: int = Field(100, ge=1)
+    learning_rate: float = Field(default=0.05, gt=0, le=1)
+    num_leaves: int = Field(default=31, ge=2)
+    min_data_in_leaf: int = Field(default=100, ge=1)
+    feature_fraction: float = Field(default=0.9, gt=0, le=1)
+    bagging_fraction: float = Field(default=0.8, gt=0, le=1)
+    lambda_l2: float = Field(default=1.0, ge=0)
+    num_boost_round: int = Field(default=2000, ge=1)
+    early_stopping_rounds: int = Field(default=100, ge=1)
     seed: int = 42
-    num_threads: int = Field(0, ge=0, description="0: LightGBM's default (all cores).")
+    num_threads: int = Field(default=0, ge=0, description="0: every usable core.")
 
 
 class DataChecks(_Params):
     """The least data a model may be trained and judged on."""
 
-    min_train_rows: int = Field(500, ge=1)
-    min_eval_rows: int = Field(200, ge=1)
-    min_positives: int = Field(10, ge=1, description="Bad buyers needed in each split.")
+    min_train_rows: int = Field(default=500, ge=1)
+    min_eval_rows: int = Field(default=200, ge=1)
+    min_positives: int = Field(default=10, ge=1, description="Bad buyers needed in each split.")
 
 
 class TrainConfig(_Params):
@@ -60,7 +68,7 @@ class TrainConfig(_Params):
     snapshots: SnapshotParams = SnapshotParams()
     model: ModelParams = ModelParams()
     checks: DataChecks = DataChecks()
-    target_bad_rate: float = Field(0.01, gt=0, lt=1)
+    target_bad_rate: float = Field(default=0.01, gt=0, lt=1)
     model_name: str = MODEL_NAME
     experiment_name: str = EXPERIMENT_NAME
     progress: bool = True
@@ -69,21 +77,21 @@ class TrainConfig(_Params):
 class GateParams(_Params):
     """The promotion gate's tolerances (issue 3, section 2)."""
 
-    max_auc_drop: float = Field(0.005, ge=0)
-    max_calibration_error: float = Field(0.05, gt=0)
-    min_distinct_scores: int = Field(10, ge=2)
+    max_auc_drop: float = Field(default=0.005, ge=0)
+    max_calibration_error: float = Field(default=0.05, gt=0)
+    min_distinct_scores: int = Field(default=10, ge=2)
 
 
 class PromoteConfig(_Params):
     """Everything `python -m training promote` needs."""
 
     data_dir: Path | None = Field(
-        None, description="Data to judge on; by default the challenger's training data."
+        default=None, description="Data to judge on; by default the challenger's training data."
     )
     force: bool = False
     gate: GateParams = GateParams()
     target_bad_rate: float | None = Field(
-        None, gt=0, lt=1, description="By default the challenger's own target."
+        default=None, gt=0, lt=1, description="By default the challenger's own target."
     )
     model_name: str = MODEL_NAME
     experiment_name: str = EXPERIMENT_NAME
@@ -94,7 +102,7 @@ class RetrainConfig(_Params):
 
     train: TrainConfig
     gate: GateParams = GateParams()
-    force: bool = Field(False, description="Run even if the data fingerprint is unchanged.")
+    force: bool = Field(default=False, description="Run even if the data fingerprint is unchanged.")
     force_promote: bool = False
     lock_path: Path = Path("mlruns/.retrain.lock")
     materialize: Literal["auto", "skip"] = "auto"

@@ -41,10 +41,13 @@ class Verdict:
     promote: bool
     reasons: list[str] = field(default_factory=list)
     forced: bool = False
+    unchanged: bool = False  # the challenger already is the champion: nothing to judge
 
     @property
     def label(self) -> str:
-        """promoted, forced or refused."""
+        """promoted, forced, refused or unchanged."""
+        if self.unchanged:
+            return "unchanged"
         if self.forced:
             return "forced"
         return "promoted" if self.promote else "refused"

@@ -48,7 +48,7 @@ def _snapshot_params(client: MlflowClient, version: registry.ModelVersion) -> Sn
         for key, value in params.items()
         if key.startswith("snapshots.") and key.removeprefix("snapshots.") in known
     }
-    return SnapshotParams(**values)
+    return SnapshotParams.model_validate(values)
 
 
 def _data_dir(client: MlflowClient, version: registry.ModelVersion, given: Path | None) -> Path:
@@ -120,7 +120,7 @@ def promote(
     champion_version = registry.version_by_alias(client, name, registry.CHAMPION)
     if champion_version is not None and champion_version.version == challenger_version.version:
         note = f"version {challenger_version.version} is already {registry.CHAMPION}"
-        verdict = Verdict(promote=False, reasons=[note])
+        verdict = Verdict(promote=False, unchanged=True)
         return PromoteResult(
             verdict, None, None, str(champion_version.version), None, None, None, note
         )

@@ -54,7 +54,7 @@ def _check_reachable(uri: str, timeout_s: float = 5.0) -> None:
             raise TrackingUnavailableError(
                 f"tracking database {path}: folder {path.parent} does not exist"
             )
-    elif uri.startswith("file:") or "://" not in uri:
+    elif uri.startswith("file:") or ("://" not in uri and not uri.startswith("databricks")):
         raise TrackingUnavailableError(
             f"tracking URI {uri!r} is MLflow's plain-file store, which this project does not "
             "use; set MLFLOW_TRACKING_URI to sqlite:///PATH or a tracking server's http(s) URL"

@@ -116,6 +116,9 @@ def test_train_register_promote_retrain(
     assert "verdict: promoted" in result.output
     assert alias(client, "champion") == "1"
     assert alias(client, "previous") is None
+    again = run("promote")
+    assert again.exit_code == 0, again.output
+    assert "verdict: unchanged" in again.output
 
     # 3. A worse challenger (shuffled labels) is refused: exit 0, no alias moved.
     assert shuffled_challenger(small_config, client) == "2"
