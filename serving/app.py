@@ -77,7 +77,7 @@ async def _too_large(scope: Scope, receive: Receive, send: Send, limit: int) -> 
     await response(scope, receive, send)
 
 
-def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     # The default echoes the offending input back; a huge payload should not come back.
     errors = exc.errors() if isinstance(exc, RequestValidationError) else []
     detail = [
@@ -87,7 +87,7 @@ def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": detail}, status_code=422)
 
 
-def _audit_down(request: Request, exc: Exception) -> JSONResponse:
+async def _audit_down(request: Request, exc: Exception) -> JSONResponse:
     logger.error("audit log unavailable", extra={"fields": {"error": str(exc)}})
     request.app.state.service.metrics.unavailable.labels(component="audit").inc()
     return JSONResponse(
@@ -96,7 +96,7 @@ def _audit_down(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
-def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     logger.exception("unexpected error", exc_info=exc)
     return JSONResponse(
         {"detail": "the service cannot decide right now; fall back to merchant review"},

@@ -22,6 +22,10 @@ class Caller:
     label: str
 
 
+# Every dependency is `async def`: FastAPI runs plain `def` dependencies in a thread pool,
+# which costs more than the whole decision.
+
+
 def token_table(settings: Settings) -> dict[bytes, Caller]:
     """Map the SHA-256 of each configured token to its caller; the tokens are not kept."""
     table: dict[bytes, Caller] = {}
@@ -32,7 +36,7 @@ def token_table(settings: Settings) -> dict[bytes, Caller]:
     return table
 
 
-def get_service(request: Request) -> Service:
+async def get_service(request: Request) -> Service:
     """The worker's service, built in the lifespan."""
     return request.app.state.service
 
@@ -56,12 +60,12 @@ def _caller(request: Request) -> Caller:
     return caller
 
 
-def require_decider(request: Request) -> Caller:
+async def require_decider(request: Request) -> Caller:
     """Deciders and admins may ask for decisions."""
     return _caller(request)
 
 
-def require_admin(request: Request) -> Caller:
+async def require_admin(request: Request) -> Caller:
     """Only admins may change buyers, shops or the model."""
     caller = _caller(request)
     if caller.role != "admin":

@@ -409,7 +409,7 @@ def test_health_and_metrics(client: TestClient) -> None:
 
 
 def test_tokens_are_never_logged(client: TestClient, caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level("DEBUG"):
+    with caplog.at_level("DEBUG", logger="serving"):
         decide(client, body("LOG1"))
         client.post(URL, json=body(), headers={"Authorization": "Bearer secret-wrong"})
     text = caplog.text + " ".join(str(r.__dict__) for r in caplog.records)
