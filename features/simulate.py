@@ -1,20 +1,27 @@
 """The transaction-log simulator: a synthetic platform whose buyers have hidden types.
 
 The world is one a risk analyst would recognise. Buyers are ordinary, honest heavy
-refunders (many pre-shipment cancels, never abuse), abusers (a good record first, then
-refund-only claims after the goods arrived and "not received" claims), accounts taken over
-at a random time (a good history, then a burst of abuse) and new-account rings (a burst of
-orders and refunds soon after sign-up, on a few shops). Shops are good, slow shippers, or
-ship before entering the tracking number (the POLICY.md risk). Every order goes through
-payment, tracking, delivery, completion or cancellation; after-sales requests come before
-and after shipment, with outcomes and resolution times; abuse is confirmed late, and not
-always.
+refunders (many pre-shipment cancels, never abuse), abusers and new-account rings.
+Abusers first build a record: from a young account, a burst of cheap orders at a few
+shops, confirmed quickly and hardly ever refunded; then, at a random onset, refund-only
+claims after the goods arrived and "not received" claims. Rings sign up together, shop at
+a couple of shared shops and burst soon after sign-up. Honest newcomers sometimes shop in a
+welcome burst of cheap orders too, so a record-building phase is a hint, not a proof. Any
+account with a month of history may be taken over, at a constant hazard: the thief buys
+resellable, high-priced goods at new shops and files abusive claims for a few days until the
+owner recovers the account. Shops are good, slow shippers, or ship before entering the
+tracking number (the POLICY.md risk). Every order goes through payment, tracking,
+delivery, completion or cancellation; after-sales requests come before and after shipment,
+with outcomes and resolution times; abuse is confirmed late, and not always.
 
-Abusive requests form, per buyer, a Poisson process with a piecewise-constant rate (one
-window of known start, end and rate) and each is confirmed independently with a known
-probability after a delay of known distribution; nothing else is ever confirmed. So the
-chance that a buyer is *bad* as of T (DESIGN.md) has an exact closed form, which
-`oracle_scores` computes from the hidden truth alone: the best score any model can reach.
+Abusive requests come in *episodes* (an abuser's career, a ring's burst, a takeover): per
+episode a Poisson process of constant rate between a random onset and a random end, each
+request confirmed independently with a known probability after a delay of known
+distribution; nothing else is ever confirmed. The onsets, lengths, rates and confirmation
+probabilities are drawn from the distributions below, so the chance that a buyer is *bad*
+as of T (DESIGN.md) given what exists at T (the buyer's type and traits, and the episodes
+that have already begun or ended) is an exact integral over what has not happened yet,
+which `oracle_scores` computes from the hidden truth: the best score any model can reach.
 
 Timestamps are generated as float days since `start` and written as whole seconds. The
 log is an export of [start, end): buyers may have registered before `start` (their
@@ -24,6 +31,7 @@ empty, as the platform would show it at `end`.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,10 +44,13 @@ from tqdm.auto import tqdm
 from features.io import write_log, write_parquet
 from features.log import OUTCOMES, REFUND_KINDS, TransactionLog, as_of_time
 
-# Hidden buyer types and their shares of all buyers.
-BUYER_TYPES = ("ordinary", "heavy_refunder", "abuser", "takeover", "ring")
-BUYER_TYPE_SHARES = (0.835, 0.10, 0.03, 0.015, 0.02)
-ORDINARY, HEAVY, ABUSER, TAKEOVER, RING = range(len(BUYER_TYPES))
+# Hidden buyer types (traits of the person behind the account) and their shares. An
+# account takeover is not a type: it is an event that can happen to any account.
+BUYER_TYPES = ("ordinary", "heavy_refunder", "abuser", "ring")
+BUYER_TYPE_SHARES = (0.85, 0.10, 0.03, 0.02)
+ORDINARY, HEAVY, ABUSER, RING = range(len(BUYER_TYPES))
+# The abusive episodes; the thief of a taken-over account has its own confirmation mean.
+TAKEOVER = len(BUYER_TYPES)
 
 SHOP_TYPES = ("good", "slow_shipper", "ships_before_tracking")
 SHOP_TYPE_SHARES = (0.75, 0.15, 0.10)
@@ -53,7 +64,12 @@ LOST_PARCEL_SHARE = 0.012
 
 
 class Category(NamedTuple):
-    """A product category: how common, how priced, how often custom-made, how tempting."""
+    """A product category: how common, how priced, how often custom-made, how tempting.
+
+    `abuse_appeal` weighs shops for abusive claims, `record_appeal` for cheap record-building
+    and welcome-offer orders (accessories, gift-like goods), `resale_appeal` for what a
+    thief buys with a taken-over account (goods and top-ups that resell).
+    """
 
     name: str
     shop_share: float
@@ -61,18 +77,20 @@ class Category(NamedTuple):
     price_sigma: float
     custom_share: float
     abuse_appeal: float
+    record_appeal: float
+    resale_appeal: float
 
 
 CATEGORIES = (
-    Category("apparel", 0.23, 139.0, 0.85, 0.02, 1.5),
-    Category("electronics", 0.10, 459.0, 1.00, 0.0, 2.0),
-    Category("home", 0.15, 169.0, 0.95, 0.03, 1.0),
-    Category("beauty", 0.12, 159.0, 0.80, 0.0, 1.5),
-    Category("food", 0.13, 69.0, 0.60, 0.0, 0.7),
-    Category("books", 0.06, 49.0, 0.50, 0.0, 0.3),
-    Category("toys", 0.08, 129.0, 0.85, 0.0, 0.8),
-    Category("virtual", 0.08, 50.0, 1.00, 0.0, 0.0),
-    Category("custom", 0.05, 199.0, 0.80, 1.0, 0.2),
+    Category("apparel", 0.23, 139.0, 0.85, 0.02, 1.5, 1.0, 1.0),
+    Category("electronics", 0.10, 459.0, 1.00, 0.0, 2.0, 3.0, 4.0),
+    Category("home", 0.15, 169.0, 0.95, 0.03, 1.0, 0.6, 0.6),
+    Category("beauty", 0.12, 159.0, 0.80, 0.0, 1.5, 2.0, 2.0),
+    Category("food", 0.13, 69.0, 0.60, 0.0, 0.7, 1.5, 0.2),
+    Category("books", 0.06, 49.0, 0.50, 0.0, 0.3, 0.5, 0.1),
+    Category("toys", 0.08, 129.0, 0.85, 0.0, 0.8, 2.0, 0.5),
+    Category("virtual", 0.08, 50.0, 1.00, 0.0, 0.0, 0.5, 2.0),
+    Category("custom", 0.05, 199.0, 0.80, 1.0, 0.2, 0.1, 0.0),
 )
 CATEGORY_NAMES = tuple(c.name for c in CATEGORIES)
 VIRTUAL = CATEGORY_NAMES.index("virtual")
@@ -131,10 +149,11 @@ APPROVE_MEAN_DAYS = np.array([0.2, 5.0, 1.0, 1.5, 1.5, 1.5, 5.0, 0.3])
 AUTO_APPROVE_TIMEOUT_DAYS = np.array([2.0, 3.0, 3.0, 3.0, 3.0, 3.0, 3.0, 2.0])
 ARBITRATION_MIN_DAYS = 5.0
 
-# Risk review confirms an abusive request with a buyer-level probability, tilted towards
+# Risk review confirms an abusive request with an episode-level probability, tilted towards
 # requests the merchant fought and won (relative weights by outcome, normalised per class).
 CONFIRM_OUTCOME_WEIGHT = np.array([0.85, 0.85, 1.2, 0.9, 0.95, 1.3])
 CONFIRM_MEAN = {ABUSER: 0.55, TAKEOVER: 0.62, RING: 0.66}
+CONFIRM_CONCENTRATION = 8.0
 # Confirmation delay: a minimum, then a mix of quick (days) and slow (weeks) reviews.
 CONFIRM_DELAY_MIN_DAYS = 1.0
 CONFIRM_DELAY_MIX = ((0.55, 4.0), (0.45, 21.0))  # (weight, mean days) of exponential parts
@@ -142,6 +161,91 @@ CONFIRM_DELAY_MIX = ((0.55, 4.0), (0.45, 21.0))  # (weight, mean days) of expone
 PRE_START_REGISTERED_SHARE = 0.25
 PRE_START_MAX_DAYS = 1000.0
 SHOPS_OPEN_BEFORE_START = 0.85
+
+
+@dataclass(frozen=True)
+class Delay:
+    """A random delay in days, with the density and survival function the oracle needs.
+
+    Attributes:
+        kind: "erlang" (`a` = integer shape, `b` = mean), "uniform" (on [a, b]) or
+            "exponential" (`a` = mean).
+        a: First parameter.
+        b: Second parameter (unused for "exponential").
+    """
+
+    kind: str
+    a: float
+    b: float = 0.0
+
+    def sample(self, rng: np.random.Generator, size: int) -> np.ndarray:
+        """Draw `size` delays."""
+        if self.kind == "erlang":
+            return rng.gamma(self.a, self.b / self.a, size)
+        if self.kind == "uniform":
+            return rng.uniform(self.a, self.b, size)
+        return rng.exponential(self.a, size)
+
+    def support(self) -> tuple[float, float]:
+        """The interval outside which the density is zero."""
+        return (self.a, self.b) if self.kind == "uniform" else (0.0, math.inf)
+
+    def survival(self, x: np.ndarray) -> np.ndarray:
+        """P(delay > x)."""
+        x = np.asarray(x, dtype=float)
+        if self.kind == "uniform":
+            return np.clip((self.b - x) / (self.b - self.a), 0.0, 1.0)
+        pos = np.maximum(x, 0.0)
+        if self.kind == "exponential":
+            return np.exp(-pos / self.a)
+        scaled = pos * self.a / self.b
+        terms = sum(scaled**k / math.factorial(k) for k in range(int(self.a)))
+        return np.exp(-scaled) * terms
+
+    def density(self, x: np.ndarray) -> np.ndarray:
+        """The probability density at x."""
+        x = np.asarray(x, dtype=float)
+        if self.kind == "uniform":
+            return np.where((x >= self.a) & (x <= self.b), 1.0 / (self.b - self.a), 0.0)
+        pos = np.maximum(x, 0.0)
+        if self.kind == "exponential":
+            return np.where(x >= 0, np.exp(-pos / self.a) / self.a, 0.0)
+        shape, rate = int(self.a), self.a / self.b
+        value = rate**shape * pos ** (shape - 1) * np.exp(-rate * pos) / math.factorial(shape - 1)
+        return np.where(x >= 0, value, 0.0)
+
+
+# Abusers build a record from activation (young accounts mostly), then abuse for a while.
+ABUSER_ONSET = Delay("erlang", 2, 60.0)
+ABUSER_CAREER = Delay("exponential", 300.0)
+ABUSER_RATE_LOG = (math.log(1 / 35), 0.8)  # (mean, sd) of log abusive requests per day
+# Rings age their accounts a little after sign-up, then burst.
+RING_ONSET = Delay("uniform", 1.0, 21.0)
+RING_BURST = Delay("uniform", 5.0, 25.0)
+RING_RATE_LOG = (math.log(0.2), 0.5)
+# Takeovers: a constant hazard once an account has a month of history, at most one per
+# account; the thief bursts until the owner recovers the account.
+TAKEOVER_MIN_HISTORY_DAYS = 30.0
+TAKEOVER_WAIT = Delay("exponential", 25_000.0)  # 1 / hazard per day
+TAKEOVER_BURST = Delay("uniform", 2.0, 14.0)
+TAKEOVER_RATE_LOG = (math.log(0.5), 0.5)
+
+# Shopping segments: normal shopping, an abuser's record building, an honest newcomer's
+# welcome burst, a thief's shopping. Per segment kind: price shift (log scale), refund
+# propensity scale, mean days to confirm receipt, share of orders at the segment's
+# favourite shops, and the category appeal that weighs shop choice.
+NORMAL, RECORD, WELCOME, THIEF = range(4)
+SEGMENT_PRICE_SHIFT = np.array([0.0, -0.8, -0.5, 0.8])
+SEGMENT_REFUND_SCALE = np.array([1.0, 0.1, 1.0, 0.05])
+SEGMENT_CONFIRM_RECEIPT_DAYS = np.array([3.0, 0.7, 3.0, 3.0])
+SEGMENT_FAVOURITE_SHARE = np.array([0.3, 0.75, 0.5, 0.2])
+RING_FAVOURITE_SHARE = 0.8
+FAVOURITES = 4  # favourite shop slots per segment (drawn with replacement)
+RECORD_RATE_MEAN = 0.2  # orders per day while building a record
+WELCOME_SHARE = 0.3  # of honest accounts registered during the export
+WELCOME_DAYS_MEAN = 25.0
+WELCOME_RATE_MEAN = 0.15
+THIEF_RATE_LOG = (math.log(0.8), 0.4)  # thief's own purchases per day
 
 _DAY_SECONDS = 86_400
 _NAT = np.iinfo(np.int64).min
@@ -153,10 +257,16 @@ class SimulatedWorld:
 
     Attributes:
         log: The four tables, with `start` and `end` set.
-        truth: One row per buyer: `buyer_id`, `buyer_type`, `registered_at`, `takeover_at`
-            (NaT if none), `ring_id` (NA if none), and the abuse hazard the oracle needs:
-            `abuse_start`, `abuse_end`, `abuse_rate_per_day` (abusive requests per day
-            inside [abuse_start, abuse_end), 0 for honest buyers), `confirm_prob`.
+        truth: One row per buyer (timestamps UTC, NaT when not applicable): `buyer_id`,
+            `buyer_type`, `registered_at`, `ring_id` (NA if none); the buyer's own abuse
+            episode (abusers and rings): `abuse_onset_from` (the onset is drawn after it),
+            the realised `abuse_start` and `abuse_end`, `abuse_rate_per_day` (abusive
+            requests per day inside [abuse_start, abuse_end), 0 for honest buyers) and
+            `confirm_prob`; and the takeover: `takeover_exposed_from` (the hazard applies
+            from then), the realised `takeover_at` (NaT if none before the end of the
+            export), `takeover_end`, `takeover_rate_per_day`, `takeover_confirm_prob`.
+            Realised times may lie after any given T: only `oracle_scores` should read
+            them, and it only uses those before T.
         meta: {"start": iso, "end": iso, "seed": int, "parameters": {...}}.
     """
 
@@ -183,6 +293,21 @@ def _confirm_weights() -> np.ndarray:
     return weights
 
 
+def _confirm_beta(episode: int) -> tuple[float, float, float]:
+    """(cap, alpha, beta): an episode's confirm probability is cap * Beta(alpha, beta).
+
+    The cap keeps the outcome-tilted probability a probability.
+    """
+    cap = 1.0 / float(_confirm_weights().max())
+    mean = CONFIRM_MEAN[episode] / cap
+    return cap, mean * CONFIRM_CONCENTRATION, (1 - mean) * CONFIRM_CONCENTRATION
+
+
+def _confirm_probs(rng: np.random.Generator, episode: int, size: int) -> np.ndarray:
+    cap, alpha, beta = _confirm_beta(episode)
+    return cap * rng.beta(alpha, beta, size)
+
+
 def _make_shops(rng: np.random.Generator, n_shops: int, days: int) -> dict[str, np.ndarray]:
     shop_type = rng.choice(len(SHOP_TYPES), size=n_shops, p=SHOP_TYPE_SHARES)
     shares = np.array([c.shop_share for c in CATEGORIES])
@@ -191,12 +316,22 @@ def _make_shops(rng: np.random.Generator, n_shops: int, days: int) -> dict[str, 
     opened = np.where(old, -rng.uniform(1, 1500, n_shops), rng.uniform(0, 0.9 * days, n_shops))
     old[np.argmin(opened)] = True  # at least one shop is open from the start
     popularity = rng.lognormal(0.0, 1.1, n_shops)  # a few big shops, a long tail
+    popularity = popularity / popularity.sum()
+
+    def appeal(field: str) -> np.ndarray:
+        return popularity * np.array([getattr(c, field) for c in CATEGORIES])[category]
+
     return {
         "type": shop_type,
         "category": category,
         "opened": opened,
         "old": opened < 0,
-        "popularity": popularity / popularity.sum(),
+        "popularity": popularity,
+        # Shop-choice weights per segment kind (NORMAL, RECORD, WELCOME, THIEF).
+        "segment_weights": np.stack(
+            [popularity, appeal("record_appeal"), appeal("record_appeal"), appeal("resale_appeal")]
+        ),
+        "abuse_weights": appeal("abuse_appeal"),
     }
 
 
@@ -228,9 +363,6 @@ def _make_buyers(
     registered = np.where(
         pre_start, -rng.uniform(0, PRE_START_MAX_DAYS, n), rng.uniform(0, days, n)
     )
-    # A takeover needs an account with some history before the end.
-    active_from = np.maximum(registered, 0.0)
-    kind[(kind == TAKEOVER) & (active_from > days - 45)] = ORDINARY
 
     # Rings: groups of 4-30 accounts registered within days of each other, sharing shops.
     ring_id = np.full(n, -1)
@@ -252,58 +384,60 @@ def _make_buyers(
         return np.array([values[t] for t in range(len(BUYER_TYPES))])[kind]
 
     order_rate = _gamma(
-        rng,
-        1.3,
-        by_type({ORDINARY: 0.05, HEAVY: 0.08, ABUSER: 0.05, TAKEOVER: 0.05, RING: 0.15}),
-        n,
+        rng, 1.3, by_type({ORDINARY: 0.05, HEAVY: 0.08, ABUSER: 0.05, RING: 0.15}), n
     )
     cancel_share = rng.beta(
-        by_type({ORDINARY: 1.2, HEAVY: 4.0, ABUSER: 1.5, TAKEOVER: 1.2, RING: 3.0}),
-        by_type({ORDINARY: 35, HEAVY: 8, ABUSER: 25, TAKEOVER: 35, RING: 7}),
+        by_type({ORDINARY: 1.2, HEAVY: 4.0, ABUSER: 1.5, RING: 3.0}),
+        by_type({ORDINARY: 35, HEAVY: 8, ABUSER: 25, RING: 7}),
     )
     return_share = rng.beta(
-        by_type({ORDINARY: 1.2, HEAVY: 3.0, ABUSER: 1.5, TAKEOVER: 1.2, RING: 1.0}),
-        by_type({ORDINARY: 28, HEAVY: 14, ABUSER: 22, TAKEOVER: 28, RING: 15}),
+        by_type({ORDINARY: 1.2, HEAVY: 3.0, ABUSER: 1.5, RING: 1.0}),
+        by_type({ORDINARY: 28, HEAVY: 14, ABUSER: 22, RING: 15}),
     )
     defect_share = rng.beta(
-        by_type({ORDINARY: 1.0, HEAVY: 1.2, ABUSER: 1.5, TAKEOVER: 1.0, RING: 1.0}),
-        by_type({ORDINARY: 80, HEAVY: 40, ABUSER: 40, TAKEOVER: 80, RING: 30}),
+        by_type({ORDINARY: 1.0, HEAVY: 1.2, ABUSER: 1.5, RING: 1.0}),
+        by_type({ORDINARY: 80, HEAVY: 40, ABUSER: 40, RING: 30}),
     )
-    impatience = by_type({ORDINARY: 0.15, HEAVY: 0.3, ABUSER: 0.15, TAKEOVER: 0.15, RING: 0.15})
+    impatience = by_type({ORDINARY: 0.15, HEAVY: 0.3, ABUSER: 0.15, RING: 0.15})
     price_shift = rng.normal(0.0, 0.35, n) + by_type(
-        {ORDINARY: 0.0, HEAVY: 0.0, ABUSER: 0.1, TAKEOVER: 0.0, RING: -0.1}
+        {ORDINARY: 0.0, HEAVY: 0.0, ABUSER: 0.1, RING: -0.1}
     )
 
-    # The abuse window [abuse_start, abuse_end) and its rate; honest buyers have none.
+    # The buyer's own abuse episode (abusers and rings); honest buyers have none.
+    onset_from = np.full(n, np.nan)
     abuse_start = np.full(n, np.nan)
     abuse_end = np.full(n, np.nan)
     abuse_rate = np.zeros(n)
-    takeover_at = np.full(n, np.nan)
-    is_ab, is_to, is_ring = kind == ABUSER, kind == TAKEOVER, kind == RING
-    # Abusers build a record first (mean 90 days), then abuse for a while at their own pace.
-    abuse_start[is_ab] = active_from[is_ab] + _gamma(rng, 2.0, 90.0, int(is_ab.sum()))
-    abuse_end[is_ab] = abuse_start[is_ab] + rng.exponential(300.0, int(is_ab.sum()))
-    abuse_rate[is_ab] = np.exp(rng.normal(np.log(1 / 35), 0.8, int(is_ab.sum())))
-    # Takeovers: at a random time after 30 days of history, a burst until the owner recovers.
-    lo = active_from[is_to] + 30.0
-    takeover_at[is_to] = lo + rng.random(int(is_to.sum())) * np.maximum(days - lo, 0.0)
-    abuse_start[is_to] = takeover_at[is_to]
-    abuse_end[is_to] = takeover_at[is_to] + rng.uniform(2, 14, int(is_to.sum()))
-    abuse_rate[is_to] = np.exp(rng.normal(np.log(0.5), 0.5, int(is_to.sum())))
-    # Rings age their accounts a little, then burst.
-    abuse_start[is_ring] = registered[is_ring] + rng.uniform(1, 21, int(is_ring.sum()))
-    abuse_end[is_ring] = abuse_start[is_ring] + rng.uniform(5, 25, int(is_ring.sum()))
-    abuse_rate[is_ring] = np.exp(rng.normal(np.log(0.2), 0.5, int(is_ring.sum())))
-
-    # Confirmation probability, capped so that outcome tilting keeps it a probability.
-    cap = 1.0 / _confirm_weights().max()
     confirm_prob = np.zeros(n)
-    for t, mean in CONFIRM_MEAN.items():
-        mask = kind == t
-        confirm_prob[mask] = cap * _beta(rng, mean / cap, 8.0, int(mask.sum()))
+    for person, anchor, onset, length, rate_log in (
+        (ABUSER, active_from, ABUSER_ONSET, ABUSER_CAREER, ABUSER_RATE_LOG),
+        (RING, registered, RING_ONSET, RING_BURST, RING_RATE_LOG),
+    ):
+        mask = kind == person
+        size = int(mask.sum())
+        onset_from[mask] = anchor[mask]
+        abuse_start[mask] = anchor[mask] + onset.sample(rng, size)
+        abuse_end[mask] = abuse_start[mask] + length.sample(rng, size)
+        abuse_rate[mask] = np.exp(rng.normal(rate_log[0], rate_log[1], size))
+        confirm_prob[mask] = _confirm_probs(rng, person, size)
+
+    # Takeover: any account, at a constant hazard once it has a month of history. Those
+    # before `start` happened outside the export; those after `end` are not recorded.
+    exposed_from = registered + TAKEOVER_MIN_HISTORY_DAYS
+    takeover_at = exposed_from + TAKEOVER_WAIT.sample(rng, n)
+    taken = takeover_at < days
+    takeover_at[~taken] = np.nan
+    takeover_end = np.full(n, np.nan)
+    takeover_rate = np.zeros(n)
+    takeover_confirm = np.zeros(n)
+    size = int(taken.sum())
+    takeover_end[taken] = takeover_at[taken] + TAKEOVER_BURST.sample(rng, size)
+    takeover_rate[taken] = np.exp(rng.normal(TAKEOVER_RATE_LOG[0], TAKEOVER_RATE_LOG[1], size))
+    takeover_confirm[taken] = _confirm_probs(rng, TAKEOVER, size)
 
     # Normal shopping: from activation until churn (rings stop after their burst).
     active_until = np.minimum(active_from + rng.exponential(900.0, n), days)
+    is_ring = kind == RING
     active_until[is_ring] = np.minimum(abuse_end[is_ring] + 2.0, days)
     return {
         "type": kind,
@@ -318,11 +452,91 @@ def _make_buyers(
         "price_shift": price_shift,
         "ring_id": ring_id,
         "ring_shops": ring_shops,
-        "takeover_at": takeover_at,
+        "onset_from": onset_from,
         "abuse_start": abuse_start,
         "abuse_end": abuse_end,
         "abuse_rate": abuse_rate,
         "confirm_prob": confirm_prob,
+        "exposed_from": exposed_from,
+        "takeover_at": takeover_at,
+        "takeover_end": takeover_end,
+        "takeover_rate": takeover_rate,
+        "takeover_confirm": takeover_confirm,
+    }
+
+
+def _segments(
+    rng: np.random.Generator,
+    buyers: dict[str, np.ndarray],
+    shops: dict[str, np.ndarray],
+    days: int,
+) -> dict[str, np.ndarray]:
+    """Shopping segments: who shops when, how fast, how, and at which favourite shops.
+
+    Abusers shop normally only after their onset; before it they build a record. Some
+    honest newcomers start with a welcome burst. A thief shops while holding an account.
+    """
+    kind = buyers["type"]
+    n = len(kind)
+    everyone = np.arange(n)
+    abuser = np.flatnonzero(kind == ABUSER)
+    normal_from = buyers["active_from"].copy()
+    normal_from[abuser] = np.maximum(buyers["abuse_start"][abuser], normal_from[abuser])
+
+    honest = np.isin(kind, [ORDINARY, HEAVY]) & (buyers["registered"] >= 0)
+    welcome = np.flatnonzero(honest & (rng.random(n) < WELCOME_SHARE))
+    welcome_days = rng.exponential(WELCOME_DAYS_MEAN, len(welcome))
+    taken = np.flatnonzero(np.isfinite(buyers["takeover_at"]))
+    parts = [
+        (NORMAL, everyone, normal_from, buyers["active_until"], buyers["order_rate"]),
+        (
+            RECORD,
+            abuser,
+            buyers["active_from"][abuser],
+            buyers["abuse_start"][abuser],
+            _gamma(rng, 2.0, RECORD_RATE_MEAN, len(abuser)),
+        ),
+        (
+            WELCOME,
+            welcome,
+            buyers["registered"][welcome],
+            buyers["registered"][welcome] + welcome_days,
+            _gamma(rng, 2.0, WELCOME_RATE_MEAN, len(welcome)),
+        ),
+        (
+            THIEF,
+            taken,
+            np.maximum(buyers["takeover_at"][taken], 0.0),
+            buyers["takeover_end"][taken],
+            np.exp(rng.normal(THIEF_RATE_LOG[0], THIEF_RATE_LOG[1], len(taken))),
+        ),
+    ]
+    segment_kind = np.concatenate([np.full(len(who), k) for k, who, *_ in parts])
+    buyer = np.concatenate([who for _, who, *_ in parts])
+    begin = np.concatenate([b for _, _, b, _, _ in parts])
+    end = np.minimum(np.concatenate([e for _, _, _, e, _ in parts]), days)
+    rate = np.concatenate([r for *_, r in parts])
+
+    favourites = np.empty((len(buyer), FAVOURITES), dtype=np.int64)
+    for k in range(len(SEGMENT_PRICE_SHIFT)):
+        mask = segment_kind == k
+        count = int(mask.sum()) * FAVOURITES
+        favourites[mask] = _pick_shops(rng, shops["segment_weights"][k], count).reshape(
+            -1, FAVOURITES
+        )
+    favourite_share = SEGMENT_FAVOURITE_SHARE[segment_kind]
+    ring = buyers["ring_id"][buyer]
+    ring_normal = (segment_kind == NORMAL) & (ring >= 0)
+    favourites[ring_normal] = np.tile(buyers["ring_shops"][ring[ring_normal]], 2)
+    favourite_share[ring_normal] = RING_FAVOURITE_SHARE
+    return {
+        "kind": segment_kind,
+        "buyer": buyer,
+        "begin": begin,
+        "end": end,
+        "rate": rate,
+        "favourites": favourites,
+        "favourite_share": favourite_share,
     }
 
 
@@ -390,26 +604,34 @@ def _close_after_request(
     completed[refunded] = np.nan
 
 
-def _honest_orders(
-    rng: np.random.Generator, buyers: dict[str, np.ndarray], shops: dict[str, np.ndarray]
+def _shopping_orders(
+    rng: np.random.Generator,
+    buyers: dict[str, np.ndarray],
+    shops: dict[str, np.ndarray],
+    segments: dict[str, np.ndarray],
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Normal shopping of every buyer, with its honest cancels, returns and claims."""
-    span = np.maximum(buyers["active_until"] - buyers["active_from"], 0.0)
-    counts = rng.poisson(buyers["order_rate"] * span)
-    buyer = np.repeat(np.arange(len(span)), counts)
+    """The orders of every shopping segment, with their honest cancels, returns and claims."""
+    span = np.maximum(segments["end"] - segments["begin"], 0.0)
+    counts = rng.poisson(segments["rate"] * span)
+    segment = np.repeat(np.arange(len(span)), counts)
+    buyer = segments["buyer"][segment]
+    kind = segments["kind"][segment]
     m = len(buyer)
-    paid = buyers["active_from"][buyer] + rng.random(m) * span[buyer]
+    paid = segments["begin"][segment] + rng.random(m) * span[segment]
 
-    shop = _pick_shops(rng, shops["popularity"], m)
-    ring = buyers["ring_id"][buyer]
-    to_ring_shop = (ring >= 0) & (rng.random(m) < 0.8)
-    if to_ring_shop.any():
-        shop[to_ring_shop] = buyers["ring_shops"][
-            ring[to_ring_shop], rng.integers(0, 2, int(to_ring_shop.sum()))
-        ]
+    favourite = rng.random(m) < segments["favourite_share"][segment]
+    shop = np.empty(m, dtype=np.int64)
+    shop[favourite] = segments["favourites"][
+        segment[favourite], rng.integers(0, FAVOURITES, int(favourite.sum()))
+    ]
+    for k in range(len(SEGMENT_PRICE_SHIFT)):
+        mask = ~favourite & (kind == k)
+        shop[mask] = _pick_shops(rng, shops["segment_weights"][k], int(mask.sum()))
     shop = _open_shops_only(rng, shops, shop, paid, shops["popularity"])
+    # A thief's taste is the thief's, not the owner's.
+    own_taste = np.where(kind == THIEF, 0.0, buyers["price_shift"][buyer])
     category, is_virtual, is_custom, paid_fen = _categories_and_prices(
-        rng, shops, shop, buyers["price_shift"][buyer], cross_sell=True
+        rng, shops, shop, own_taste + SEGMENT_PRICE_SHIFT[kind], cross_sell=True
     )
 
     # Fulfilment: dispatch, tracking entry (late at some shops), delivery, completion.
@@ -422,26 +644,30 @@ def _honest_orders(
     transit = np.where(is_virtual, 0.0, _gamma(rng, 3.0, TRANSIT_MEAN_DAYS, m))
     lost = ~is_virtual & (rng.random(m) < LOST_PARCEL_SHARE)
     delivered = np.where(lost, np.nan, np.maximum(dispatched + transit, tracked))
-    confirm_after = np.minimum(rng.exponential(np.where(is_virtual, 0.5, 3.0)), 10.0)
-    completed = delivered + confirm_after
+    receipt_days = np.where(is_virtual, 0.5, SEGMENT_CONFIRM_RECEIPT_DAYS[kind])
+    completed = delivered + np.minimum(rng.exponential(receipt_days), 10.0)
     shipped = tracked.copy()
     cancelled = np.full(m, np.nan)
 
     # Requests: a change of mind or impatience before tracking, a lost parcel, a return or
     # a defect claim after delivery. At most one request per order.
+    scale = SEGMENT_REFUND_SCALE[kind]
     change_of_mind = np.where(
-        rng.random(m) < buyers["cancel_share"][buyer], paid + rng.exponential(0.5, m), np.inf
+        rng.random(m) < scale * buyers["cancel_share"][buyer],
+        paid + rng.exponential(0.5, m),
+        np.inf,
     )
     impatient = np.where(
-        rng.random(m) < buyers["impatience"][buyer], paid + rng.exponential(8.0, m), np.inf
+        rng.random(m) < scale * buyers["impatience"][buyer], paid + rng.exponential(8.0, m), np.inf
     )
     cancel_at = np.minimum(change_of_mind, impatient)
     pre = cancel_at < tracked
     claim_lost = ~pre & lost & (rng.random(m) < 0.9)
     after = ~pre & ~lost
     u = rng.random(m)
-    ret = after & (u < buyers["return_share"][buyer])
-    defect = after & ~ret & (u < buyers["return_share"][buyer] + buyers["defect_share"][buyer])
+    return_share = scale * buyers["return_share"][buyer]
+    ret = after & (u < return_share)
+    defect = after & ~ret & (u < return_share + scale * buyers["defect_share"][buyer])
     has_request = pre | claim_lost | ret | defect
 
     cls = np.select(
@@ -512,26 +738,49 @@ def _honest_orders(
     return orders, refunds
 
 
+def _episodes(buyers: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Every abusive episode: the buyer's own (abusers, rings) and the takeovers."""
+    own = np.flatnonzero(buyers["abuse_rate"] > 0)
+    taken = np.flatnonzero(np.isfinite(buyers["takeover_at"]))
+    return {
+        "buyer": np.concatenate([own, taken]),
+        "kind": np.concatenate([buyers["type"][own], np.full(len(taken), TAKEOVER)]),
+        "begin": np.concatenate([buyers["abuse_start"][own], buyers["takeover_at"][taken]]),
+        "end": np.concatenate([buyers["abuse_end"][own], buyers["takeover_end"][taken]]),
+        "rate": np.concatenate([buyers["abuse_rate"][own], buyers["takeover_rate"][taken]]),
+        "confirm_prob": np.concatenate(
+            [buyers["confirm_prob"][own], buyers["takeover_confirm"][taken]]
+        ),
+        # Orders for the requests are placed after the account exists, or after the theft.
+        "orders_from": np.maximum(
+            np.concatenate([buyers["active_from"][own], buyers["takeover_at"][taken]]), 0.0
+        ),
+    }
+
+
 def _abuse_orders(
     rng: np.random.Generator,
     buyers: dict[str, np.ndarray],
     shops: dict[str, np.ndarray],
     days: int,
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Abusive requests as a Poisson process per buyer, each on an order placed for it."""
-    window_end = np.minimum(np.nan_to_num(buyers["abuse_end"], nan=0.0), days)
-    window_start = np.nan_to_num(buyers["abuse_start"], nan=0.0)
+    """Abusive requests as a Poisson process per episode, each on an order placed for it."""
+    episodes = _episodes(buyers)
+    window_start = np.maximum(episodes["begin"], 0.0)
+    window_end = np.minimum(episodes["end"], days)
     span = np.maximum(window_end - window_start, 0.0)
-    counts = rng.poisson(buyers["abuse_rate"] * span)
-    buyer = np.repeat(np.arange(len(span)), counts)
+    counts = rng.poisson(episodes["rate"] * span)
+    episode = np.repeat(np.arange(len(span)), counts)
+    buyer = episodes["buyer"][episode]
+    kind = episodes["kind"][episode]
     m = len(buyer)
-    requested = window_start[buyer] + rng.random(m) * span[buyer]
+    requested = window_start[episode] + rng.random(m) * span[episode]
 
-    weights = (
-        shops["popularity"] * np.array([c.abuse_appeal for c in CATEGORIES])[shops["category"]]
-    )
+    weights = shops["abuse_weights"]
     shop = _pick_shops(rng, weights, m)
-    ring = buyers["ring_id"][buyer]
+    thief = kind == TAKEOVER
+    shop[thief] = _pick_shops(rng, shops["segment_weights"][THIEF], int(thief.sum()))
+    ring = np.where(kind == RING, buyers["ring_id"][buyer], -1)
     in_ring = ring >= 0
     if in_ring.any():
         shop[in_ring] = buyers["ring_shops"][ring[in_ring], rng.integers(0, 2, int(in_ring.sum()))]
@@ -543,8 +792,8 @@ def _abuse_orders(
     in_transit_share = rng.uniform(0.3, 0.9, m)
     wait = rng.exponential(1.5, m)
     lag = np.where(not_received, ship + transit * in_transit_share, ship + transit + wait)
-    # The order is placed for the request, after the account exists (squeezed if needed).
-    room = requested - buyers["active_from"][buyer]
+    # The order is placed for the request, inside the episode's room (squeezed if needed).
+    room = requested - episodes["orders_from"][episode]
     scale = np.minimum(1.0, 0.98 * room / lag)
     paid = requested - lag * scale
     shop = _open_shops_only(rng, shops, shop, paid, weights)
@@ -552,8 +801,9 @@ def _abuse_orders(
     delivered = shipped + transit * scale
     completed = delivered + np.minimum(rng.exponential(3.0, m), 10.0)
     cancelled = np.full(m, np.nan)
+    taste = np.where(thief, SEGMENT_PRICE_SHIFT[THIEF], buyers["price_shift"][buyer] + 0.15)
     category, is_virtual, is_custom, paid_fen = _categories_and_prices(
-        rng, shops, shop, buyers["price_shift"][buyer] + 0.15, cross_sell=False
+        rng, shops, shop, taste, cross_sell=False
     )
 
     amount = paid_fen.copy()
@@ -564,7 +814,7 @@ def _abuse_orders(
     outcome, resolved = _settle(rng, cls, requested)
     _close_after_request(requested, resolved, outcome, amount == paid_fen, completed, cancelled)
 
-    p_confirm = buyers["confirm_prob"][buyer] * _confirm_weights()[cls, outcome]
+    p_confirm = episodes["confirm_prob"][episode] * _confirm_weights()[cls, outcome]
     confirm_delay = CONFIRM_DELAY_MIN_DAYS + _confirm_delays(rng, m)
     confirmed = np.where(rng.random(m) < p_confirm, requested + confirm_delay, np.nan)
 
@@ -701,6 +951,10 @@ def _assemble(
                 frame[col] = frame[col].astype("str")
 
     ring = buyers["ring_id"][buyer_order]
+
+    def when(key: str) -> pd.Series:
+        return _timestamps(buyers[key][buyer_order], start)
+
     truth = pd.DataFrame(
         {
             "buyer_id": buyer_ids,
@@ -708,12 +962,17 @@ def _assemble(
                 "str"
             ),
             "registered_at": buyers_frame["registered_at"],
-            "takeover_at": _timestamps(buyers["takeover_at"][buyer_order], start),
             "ring_id": pd.Series(ring).astype("Int64").mask(ring < 0),
-            "abuse_start": _timestamps(buyers["abuse_start"][buyer_order], start),
-            "abuse_end": _timestamps(buyers["abuse_end"][buyer_order], start),
+            "abuse_onset_from": when("onset_from"),
+            "abuse_start": when("abuse_start"),
+            "abuse_end": when("abuse_end"),
             "abuse_rate_per_day": buyers["abuse_rate"][buyer_order],
             "confirm_prob": buyers["confirm_prob"][buyer_order],
+            "takeover_exposed_from": when("exposed_from"),
+            "takeover_at": when("takeover_at"),
+            "takeover_end": when("takeover_end"),
+            "takeover_rate_per_day": buyers["takeover_rate"][buyer_order],
+            "takeover_confirm_prob": buyers["takeover_confirm"][buyer_order],
         }
     )
     log = TransactionLog(
@@ -728,6 +987,9 @@ def _assemble(
 
 
 def _parameters(buyers: int, shops: int, days: int) -> dict:
+    def delay(d: Delay) -> dict:
+        return {"kind": d.kind, "a": d.a, "b": d.b}
+
     return {
         "buyers": buyers,
         "shops": shops,
@@ -735,10 +997,19 @@ def _parameters(buyers: int, shops: int, days: int) -> dict:
         "buyer_type_shares": dict(zip(BUYER_TYPES, BUYER_TYPE_SHARES, strict=True)),
         "shop_type_shares": dict(zip(SHOP_TYPES, SHOP_TYPE_SHARES, strict=True)),
         "categories": [c._asdict() for c in CATEGORIES],
-        "confirm_mean": {BUYER_TYPES[t]: p for t, p in CONFIRM_MEAN.items()},
+        "confirm_mean": {(BUYER_TYPES + ("takeover",))[t]: p for t, p in CONFIRM_MEAN.items()},
         "confirm_delay_min_days": CONFIRM_DELAY_MIN_DAYS,
         "confirm_delay_mix": [list(part) for part in CONFIRM_DELAY_MIX],
         "pre_start_registered_share": PRE_START_REGISTERED_SHARE,
+        "abuser_onset": delay(ABUSER_ONSET),
+        "abuser_career": delay(ABUSER_CAREER),
+        "ring_onset": delay(RING_ONSET),
+        "ring_burst": delay(RING_BURST),
+        "takeover_hazard_per_day": 1.0 / TAKEOVER_WAIT.a,
+        "takeover_min_history_days": TAKEOVER_MIN_HISTORY_DAYS,
+        "takeover_burst": delay(TAKEOVER_BURST),
+        "record_rate_mean": RECORD_RATE_MEAN,
+        "welcome_share": WELCOME_SHARE,
     }
 
 
@@ -780,13 +1051,14 @@ def simulate(
         buyer_table = _make_buyers(rng, buyers, days, shop_table)
         bar.update()
         bar.set_postfix_str(steps[2])
-        honest = _honest_orders(rng, buyer_table, shop_table)
+        segments = _segments(rng, buyer_table, shop_table, days)
+        shopping = _shopping_orders(rng, buyer_table, shop_table, segments)
         bar.update()
         bar.set_postfix_str(steps[3])
         abuse = _abuse_orders(rng, buyer_table, shop_table, days)
         bar.update()
         bar.set_postfix_str(steps[4])
-        log, truth = _assemble(buyer_table, shop_table, [honest, abuse], start_at, days)
+        log, truth = _assemble(buyer_table, shop_table, [shopping, abuse], start_at, days)
         bar.update()
     meta = {
         "start": start_at.isoformat(),
@@ -816,16 +1088,129 @@ def _delay_cdf_integral(x: np.ndarray) -> np.ndarray:
     return total
 
 
+# Gauss-Legendre nodes per integral; the integrands are smooth on each interval used.
+_NODES = 32
+# Grid step (days) of the table of P(no bad | takeover at t), shared by every account.
+_TABLE_STEP_DAYS = 0.25
+
+
+def _gauss(low: np.ndarray, high: np.ndarray, nodes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Gauss-Legendre points and weights on [low, high] per element (empty if high < low)."""
+    x, w = np.polynomial.legendre.leggauss(nodes)
+    high = np.maximum(high, low)
+    half = (high - low)[..., None] / 2
+    return (low + high)[..., None] / 2 + half * x, half * w
+
+
+def _exposure(begin: np.ndarray | float, end: np.ndarray | float, limit: float) -> np.ndarray:
+    """The integral over [begin, end] of P(confirmation delay <= limit - t) dt."""
+    return _delay_cdf_integral(limit - np.asarray(begin)) - _delay_cdf_integral(
+        limit - np.asarray(end)
+    )
+
+
+def _clean_ongoing(
+    begun: np.ndarray, length: Delay, rate: np.ndarray, horizon: float, limit: float
+) -> np.ndarray:
+    """E[exp(-expected confirmed requests)] for episodes begun at `begun` <= 0, alive at 0.
+
+    Times are days after T. The end is unknown: its law given that it is after 0.
+    """
+    low, high = length.support()
+    # Floored to whole seconds in the truth, an end may sit a hair past the support.
+    alive = np.maximum(length.survival(-begun), 1e-300)
+    ends, weights = _gauss(np.maximum(begun + low, 0.0), np.minimum(begun + high, horizon), _NODES)
+    density = length.density(ends - begun[:, None]) / alive[:, None]
+    inside = weights * density * np.exp(-rate[:, None] * _exposure(0.0, ends, limit))
+    tail = length.survival(horizon - begun) / alive * np.exp(-rate * _exposure(0.0, horizon, limit))
+    return inside.sum(axis=1) + tail
+
+
+def _clean_from_onset(
+    onset: np.ndarray, length: Delay, rate: np.ndarray, horizon: float, limit: float
+) -> np.ndarray:
+    """E[exp(-expected confirmed requests)] for episodes starting at `onset` in [0, horizon]."""
+    low, high = length.support()
+    ends, weights = _gauss(
+        np.minimum(onset + low, horizon), np.minimum(onset + high, horizon), _NODES
+    )
+    density = length.density(ends - onset[..., None])
+    exposure = _exposure(onset[..., None], ends, limit)
+    inside = (weights * density * np.exp(-rate[..., None] * exposure)).sum(axis=-1)
+    tail = length.survival(horizon - onset) * np.exp(-rate * _exposure(onset, horizon, limit))
+    return inside + tail
+
+
+def _clean_future(anchor: np.ndarray, onset: Delay, clean_at: object, horizon: float) -> np.ndarray:
+    """Average `clean_at(onset time)` over an onset that has not happened by 0.
+
+    The onset is `anchor` + a delay of law `onset`, conditioned on being after 0; an onset
+    after the horizon leaves the window clean.
+    """
+    low, high = onset.support()
+    alive = np.maximum(onset.survival(-anchor), 1e-300)
+    times, weights = _gauss(
+        np.clip(anchor + low, 0.0, horizon), np.clip(anchor + high, 0.0, horizon), _NODES
+    )
+    density = onset.density(times - anchor[:, None]) / alive[:, None]
+    inside = (weights * density * clean_at(times)).sum(axis=1)  # type: ignore[operator]
+    return inside + onset.survival(horizon - anchor) / alive
+
+
+def _takeover_rates() -> tuple[np.ndarray, np.ndarray]:
+    """Quadrature (values, weights) for a thief's rate x confirm probability."""
+    z, wz = np.polynomial.hermite_e.hermegauss(24)
+    rate = np.exp(TAKEOVER_RATE_LOG[0] + TAKEOVER_RATE_LOG[1] * z)
+    cap, alpha, beta = _confirm_beta(TAKEOVER)
+    # Beta(alpha, beta) by Gauss-Legendre after x = 1 - (1 - u)^(1/beta), which makes the
+    # density smooth at 1 where beta < 2 would make it steep.
+    u, wu = _gauss(np.array(0.0), np.array(1.0), 96)
+    x = 1 - (1 - u) ** (1 / beta)
+    wx = wu * x ** (alpha - 1) / beta  # dx = (1 - u)^(1/beta - 1) / beta du cancels (1-x)^(beta-1)
+    values = (rate[:, None] * cap * x[None, :]).ravel()
+    weights = (wz[:, None] * wx[None, :]).ravel()
+    return values, weights / weights.sum()
+
+
+def _takeover_table(horizon: float, limit: float) -> tuple[np.ndarray, np.ndarray]:
+    """P(no bad label from a takeover at t), for t on a grid over [0, horizon]."""
+    grid = np.linspace(0.0, horizon, int(round(horizon / _TABLE_STEP_DAYS)) + 1)
+    values, weights = _takeover_rates()
+
+    def clean(exposure: np.ndarray) -> np.ndarray:
+        return np.exp(-exposure[..., None] * values) @ weights
+
+    low, high = TAKEOVER_BURST.support()
+    ends, end_weights = _gauss(
+        np.minimum(grid + low, horizon), np.minimum(grid + high, horizon), _NODES
+    )
+    density = TAKEOVER_BURST.density(ends - grid[:, None])
+    inside = (end_weights * density * clean(_exposure(grid[:, None], ends, limit))).sum(axis=1)
+    tail = TAKEOVER_BURST.survival(horizon - grid) * clean(_exposure(grid, horizon, limit))
+    return grid, inside + tail
+
+
 def oracle_scores(
     truth: pd.DataFrame, as_of: object, horizon_days: int = 90, maturity_days: int = 30
 ) -> pd.Series:
-    """The probability that each buyer is labelled bad as of a date, from the hidden truth.
+    """The probability that each buyer is labelled bad as of a date, given what exists at T.
 
-    Abusive requests of a buyer arrive as a Poisson process with rate `abuse_rate_per_day`
-    inside [abuse_start, abuse_end); each is confirmed with probability `confirm_prob` after
-    a delay D (CONFIRM_DELAY_MIN_DAYS plus an exponential mix). Thinning keeps a Poisson
-    count, so P(bad) = 1 - exp(-rate * p * integral over (T, T+H] of P(D <= T+H+M-t) dt).
-    No other request is ever confirmed, so this is the exact label probability.
+    It uses the buyer's type and traits (an abuser's or ring member's rate and confirmation
+    probability), the registration time, and the episodes that began or ended before T
+    (with a thief's rate and confirmation probability once the takeover has happened).
+    Everything later is averaged over its law: an onset not yet happened over the onset
+    delay given that it has not happened by T, an end not yet happened over the length
+    given that it has lasted until T, and a takeover not yet happened over the constant
+    hazard, the thief's rate, confirmation probability and burst length. Never the realised
+    future.
+
+    Given an episode's onset s, end e, rate r and confirmation probability p, confirmed
+    requests inside the label window are a thinned Poisson count with mean
+    r * p * integral over (T, T+H] within [s, e) of P(D <= T+H+M-t) dt (D the confirmation
+    delay), so P(bad) = 1 - E[exp(-that mean)], the expectation over what is unknown at T;
+    the buyer's own episode and the takeover are independent, so their clean
+    probabilities multiply. The integrals are computed by Gauss-Legendre quadrature, exact
+    to far below sampling noise. No other request is ever confirmed.
 
     Args:
         truth: `SimulatedWorld.truth` (or truth.parquet).
@@ -837,17 +1222,58 @@ def oracle_scores(
         P(bad) in [0, 1], indexed by buyer_id, for every buyer in `truth`.
     """
     known_at = as_of_time(as_of)
-    day = pd.Timedelta(days=1)
-    since = (truth["abuse_start"] - known_at) / day
-    until = (truth["abuse_end"] - known_at) / day
-    low = np.clip(since.to_numpy(dtype=float, na_value=np.nan), 0.0, horizon_days)
-    high = np.clip(until.to_numpy(dtype=float, na_value=np.nan), 0.0, horizon_days)
+    horizon = float(horizon_days)
     limit = float(horizon_days + maturity_days)
-    exposure = _delay_cdf_integral(limit - low) - _delay_cdf_integral(limit - high)
+
+    def days_after_t(column: str) -> np.ndarray:
+        return ((truth[column] - known_at) / pd.Timedelta(days=1)).to_numpy(
+            dtype=float, na_value=np.nan
+        )
+
+    buyer_type = truth["buyer_type"].to_numpy()
+    clean = np.ones(len(truth))
+
+    # The buyer's own episode.
+    begun, ended = days_after_t("abuse_start"), days_after_t("abuse_end")
+    anchor = days_after_t("abuse_onset_from")
     rate = truth["abuse_rate_per_day"].to_numpy(dtype=float) * truth["confirm_prob"].to_numpy(
         dtype=float
     )
-    expected = np.where(np.isfinite(exposure), rate * np.maximum(exposure, 0.0), 0.0)
+    for person, onset, length in (
+        ("abuser", ABUSER_ONSET, ABUSER_CAREER),
+        ("ring", RING_ONSET, RING_BURST),
+    ):
+        mine = buyer_type == person
+        ongoing = np.flatnonzero(mine & (begun <= 0) & (ended > 0))
+        clean[ongoing] = _clean_ongoing(begun[ongoing], length, rate[ongoing], horizon, limit)
+        future = np.flatnonzero(mine & (begun > 0))
+        future_rate = rate[future][:, None]
+        clean[future] = _clean_future(
+            anchor[future],
+            onset,
+            lambda at, r=future_rate, d=length: _clean_from_onset(at, d, r, horizon, limit),
+            horizon,
+        )
+
+    # The takeover: the thief's burst if it has happened, else the hazard ahead.
+    taken_at, taken_until = days_after_t("takeover_at"), days_after_t("takeover_end")
+    thief_rate = truth["takeover_rate_per_day"].to_numpy(dtype=float) * truth[
+        "takeover_confirm_prob"
+    ].to_numpy(dtype=float)
+    ongoing = np.flatnonzero((taken_at <= 0) & (taken_until > 0))
+    clean[ongoing] *= _clean_ongoing(
+        taken_at[ongoing], TAKEOVER_BURST, thief_rate[ongoing], horizon, limit
+    )
+    ahead = np.flatnonzero(~(taken_at <= 0))
+    grid, table = _takeover_table(horizon, limit)
+    clean[ahead] *= _clean_future(
+        days_after_t("takeover_exposed_from")[ahead],
+        TAKEOVER_WAIT,
+        lambda at: np.interp(at, grid, table),
+        horizon,
+    )
     return pd.Series(
-        -np.expm1(-expected), index=pd.Index(truth["buyer_id"], name="buyer_id"), name="oracle"
+        np.clip(1.0 - clean, 0.0, 1.0),
+        index=pd.Index(truth["buyer_id"], name="buyer_id"),
+        name="oracle",
     )
