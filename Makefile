@@ -32,7 +32,7 @@ lint: $(STAMP) ## ruff (lint + format check) and mypy on the packages
 	$(PY) -m mypy
 
 demo: $(STAMP) ## Simulate, retrain, materialize, serve and show real decisions (DEMO_SERVE=0: no serving)
-	$(PY) -m demo --serve=$(DEMO_SERVE)
+	$(PY) scripts/demo.py --serve $(DEMO_SERVE)
 
 bench: $(STAMP) ## Run every benchmark in benchmarks/ (figures go to docs/benchmarks.md by hand)
 	@for script in benchmarks/bench_*.py; do echo "== $$script"; $(PY) $$script || exit 1; done
