@@ -13,7 +13,7 @@ import pandas as pd
 
 from features.log import TransactionLog, as_of_time, positions
 
-FEATURE_SET_VERSION = "buyer-features-v1"
+FEATURE_SET_VERSION = "buyer-features-v2"
 
 ORDER_WINDOWS = (7, 30, 90, 365)
 DAY = pd.Timedelta(days=1)
@@ -29,6 +29,11 @@ FEATURE_COLUMNS: list[str] = [
     "days_since_last_order",
     "days_since_first_order",
     "distinct_shops_365d",
+    "top_shop_share_90d",
+    "new_shop_share_30d",
+    "new_category_share_30d",
+    "spend_shift_30d_vs_365d",
+    "avg_days_delivery_to_completion_365d",
     "excluded_category_share_365d",
     "high_value_share_365d",
     "cancelled_orders_365d",
@@ -72,6 +77,10 @@ def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
 
 def _days(later: pd.Timestamp, times: pd.Series) -> np.ndarray:
     return ((later - times) / DAY).to_numpy(dtype="float64", na_value=np.nan)
+
+
+def _days_between(earlier: pd.Series, later: pd.Series) -> np.ndarray:
+    return ((later - earlier) / DAY).to_numpy(dtype="float64", na_value=np.nan)
 
 
 def _group_extreme(codes: np.ndarray, values: np.ndarray, size: int, how: str) -> np.ndarray:
@@ -124,9 +133,32 @@ def buyer_features(log: TransactionLog, as_of: object) -> pd.DataFrame:
 
     year = o_age < 365
     orders_365 = features["orders_365d"]
-    shop_code = pd.factorize(orders["shop_id"])[0].astype("int64")
-    buyer_shop = np.unique(o_code[year] * (shop_code.max(initial=0) + 1) + shop_code[year])
-    features["distinct_shops_365d"] = count(buyer_shop // (shop_code.max(initial=0) + 1))
+    shop_code, shops = pd.factorize(orders["shop_id"])
+    buyer_shop = o_code * len(shops) + shop_code
+    # pandas' hash tables: numpy 2's np.unique is several times slower on millions of ints
+    features["distinct_shops_365d"] = count(pd.unique(buyer_shop[year]) // max(len(shops), 1))
+    in_90 = o_age < 90
+    per_pair = pd.Series(buyer_shop[in_90]).value_counts()
+    top_shop = np.zeros(size)
+    np.maximum.at(top_shop, per_pair.index.to_numpy() // max(len(shops), 1), per_pair.to_numpy())
+    features["top_shop_share_90d"] = _ratio(top_shop, features["orders_90d"])
+    # A shop or category first used in the last 30 days: a takeover buys where the owner never did.
+    in_30 = o_age < 30
+    category_code, categories = pd.factorize(orders["category"])
+    buyer_category = o_code * len(categories) + category_code
+    for name, pair in (("shop", buyer_shop), ("category", buyer_category)):
+        used_before = pd.Series(pair[in_30]).isin(pair[~in_30]).to_numpy()
+        features[f"new_{name}_share_30d"] = _ratio(
+            count(o_code[in_30][~used_before]), features["orders_30d"]
+        )
+    features["spend_shift_30d_vs_365d"] = _ratio(
+        features["avg_paid_30d_cny"], features["avg_paid_365d_cny"]
+    )
+    completion_days = _days_between(orders["delivered_at"], orders["completed_at"])
+    completed = year & ~np.isnan(completion_days)
+    features["avg_days_delivery_to_completion_365d"] = _ratio(
+        count(o_code[completed], completion_days[completed]), count(o_code[completed])
+    )
     excluded = (orders["is_virtual"] | orders["is_custom"]).to_numpy()
     features["excluded_category_share_365d"] = _ratio(count(o_code[year & excluded]), orders_365)
     high_value = orders["paid_fen"].to_numpy() >= 30_000
