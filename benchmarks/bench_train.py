@@ -7,12 +7,14 @@ Steps: simulate the world (cached), build the labelled snapshots (cached), split
 as `python -m training train` does, then fit each model in a fresh child process so its
 peak memory is its own: LightGBM with early stopping on validation (what `train` runs),
 then LightGBM and scikit-learn's HistGradientBoostingClassifier with the same settings and
-the same number of rounds, early stopping off (like for like). Prints a Markdown table.
+the same fixed number of rounds (--rounds), early stopping off (like for like).
+Prints a Markdown table.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import resource
@@ -45,7 +47,9 @@ def prepare(buyers: int, cache: Path) -> tuple[Path, dict]:
     from training.snapshots import build_snapshots, snapshot_dates
 
     world_dir = cache / f"world-{buyers}"
-    snapshots_path = cache / f"snapshots-{buyers}.parquet"
+    # The feature list is part of the key: a new feature means new snapshots.
+    columns_key = hashlib.sha256(json.dumps(features.FEATURE_COLUMNS).encode()).hexdigest()[:8]
+    snapshots_path = cache / f"snapshots-{buyers}-{columns_key}.parquet"
     info: dict = {}
     if not (world_dir / "meta.json").is_file():
         start = time.perf_counter()
@@ -155,11 +159,14 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=ROOT / "data" / "bench-train")
     parser.add_argument("--fit", help=argparse.SUPPRESS)
     parser.add_argument("--snapshots", type=Path, help=argparse.SUPPRESS)
-    parser.add_argument("--rounds", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--rounds", type=int, default=500, help="rounds for the like-for-like comparison"
+    )
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
     if args.fit:
-        print(json.dumps(fit(args.fit, args.snapshots, args.threads, args.rounds or None)))
+        rounds = args.rounds if args.fit != "lightgbm-early-stopping" else None
+        print(json.dumps(fit(args.fit, args.snapshots, args.threads, rounds)))
         return
 
     snapshots_path, info = prepare(args.buyers, args.cache)
@@ -167,7 +174,7 @@ def main() -> None:
     early = in_child("lightgbm-early-stopping", snapshots_path, args.threads, None)
     results = [early]
     for kind in ("lightgbm", "hist-gradient-boosting"):
-        results.append(in_child(kind, snapshots_path, args.threads, early["rounds"]))
+        results.append(in_child(kind, snapshots_path, args.threads, args.rounds))
     lgb_same = results[1]
     print(
         f"\n{args.buyers:,} buyers, {info['dates']} monthly snapshots, {info['rows']:,} rows "

@@ -52,7 +52,10 @@ StoppingOpt = Annotated[
     int, typer.Option(help="Stop after this many rounds without validation improvement.")
 ]
 RateOpt = Annotated[float, typer.Option(help="LightGBM learning rate.")]
-ThreadsOpt = Annotated[int, typer.Option(help="LightGBM threads (0 = all cores).")]
+ThreadsOpt = Annotated[
+    int,
+    typer.Option(help="LightGBM threads (0 = every usable core; 1 is steadiest on a busy box)."),
+]
 PositivesOpt = Annotated[
     int, typer.Option(help="Fewest bad buyers each split must hold to train or judge.")
 ]
@@ -218,7 +221,7 @@ def train_command(
     num_boost_round: RoundsOpt = 2000,
     early_stopping_rounds: StoppingOpt = 100,
     learning_rate: RateOpt = 0.05,
-    num_threads: ThreadsOpt = 0,
+    num_threads: ThreadsOpt = 1,
     min_positives: PositivesOpt = 10,
     progress: ProgressOpt = True,
 ) -> None:
@@ -295,7 +298,7 @@ def retrain_command(
     num_boost_round: RoundsOpt = 2000,
     early_stopping_rounds: StoppingOpt = 100,
     learning_rate: RateOpt = 0.05,
-    num_threads: ThreadsOpt = 0,
+    num_threads: ThreadsOpt = 1,
     min_positives: PositivesOpt = 10,
     progress: ProgressOpt = False,
 ) -> None:

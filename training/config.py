@@ -39,7 +39,12 @@ class SnapshotParams(_Params):
 
 
 class ModelParams(_Params):
-    """LightGBM settings; the defaults suit tens of features and ~10^5-10^6 rows."""
+    """LightGBM settings; the defaults suit tens of features and ~10^5-10^6 rows.
+
+    One thread by default: on a shared 2-core machine (the API, other jobs) OpenMP threads
+    that spin-wait for a descheduled sibling made a fit 5-10x slower than one thread
+    (docs/benchmarks.md, Training). Pass 0 for every usable core on a quiet machine.
+    """
 
     learning_rate: float = Field(default=0.05, gt=0, le=1)
     num_leaves: int = Field(default=31, ge=2)
@@ -50,7 +55,9 @@ class ModelParams(_Params):
     num_boost_round: int = Field(default=2000, ge=1)
     early_stopping_rounds: int = Field(default=100, ge=1)
     seed: int = 42
-    num_threads: int = Field(default=0, ge=0, description="0: every usable core.")
+    num_threads: int = Field(
+        default=1, ge=0, description="0: every usable core (see ModelParams docstring)."
+    )
 
 
 class DataChecks(_Params):
