@@ -34,22 +34,29 @@ class Settings(BaseSettings):
         default_factory=lambda: [SecretStr(DEV_ADMIN_TOKEN)],
         description="Bearer tokens allowed on admin routes, and to ask for decisions.",
     )
-    store_path: Path = Field(Path("data/online.db"), description="The online store (SQLite).")
-    audit_path: Path = Field(Path("data/audit.db"), description="The audit log (SQLite).")
+    store_path: Path = Field(
+        default=Path("data/online.db"), description="The online store (SQLite)."
+    )
+    audit_path: Path = Field(default=Path("data/audit.db"), description="The audit log (SQLite).")
     audit_synchronous: Literal["NORMAL", "FULL"] = Field(
-        "NORMAL",
+        default="NORMAL",
         description="SQLite synchronous mode of the audit log: NORMAL (WAL; survives a process "
         "crash) or FULL (fsync on every commit; survives a power loss).",
     )
-    policy_path: Path | None = Field(None, description="Policy file; default: the packaged one.")
+    policy_path: Path | None = Field(
+        default=None, description="Policy file; default: the packaged one."
+    )
     mlflow_tracking_uri: str | None = Field(
-        None, description="MLflow tracking URI; default $MLFLOW_TRACKING_URI or sqlite:///mlflow.db"
+        default=None,
+        description="MLflow tracking URI; default $MLFLOW_TRACKING_URI or sqlite:///mlflow.db",
     )
     model_name: str = "buyer-quality"
     model_alias: str = "champion"
-    max_body_bytes: int = Field(2_000_000, gt=0, description="Larger request bodies get a 413.")
+    max_body_bytes: int = Field(
+        default=2_000_000, gt=0, description="Larger request bodies get a 413."
+    )
     store_check_seconds: float = Field(
-        1.0, ge=0, description="How often to look for a store that was missing at startup."
+        default=1.0, ge=0, description="How often to look for a store that was missing at startup."
     )
     log_level: str = "INFO"
 

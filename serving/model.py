@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import ctypes
 import json
+import logging
 import math
 import tempfile
 import time
+import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
+
+logger = logging.getLogger("serving")
+
+# LightGBM C API constants (c_api.h).
+_PREDICT_NORMAL = 0  # probabilities, the objective's transform applied
+_DTYPE_FLOAT64 = 1
 
 
 class ModelUnavailable(RuntimeError):
@@ -24,15 +35,87 @@ class Champion:
 
     name: str
     version: str
-    booster: object
+    booster: Any  # a lightgbm.Booster (tests use stand-ins with the same `predict`)
     threshold: float
     feature_columns: tuple[str, ...]
     feature_set_version: str
     loaded_at: float = field(default_factory=time.time)
+    score_one: Callable[[np.ndarray], float] | None = None  # a fast path for a single row
 
     def score(self, rows: np.ndarray) -> np.ndarray:
         """Score feature rows (in `feature_columns` order) with the native Booster."""
+        if self.score_one is not None and len(rows) == 1:
+            return np.array([self.score_one(rows[0])])
         return np.asarray(self.booster.predict(rows, num_threads=1), dtype=np.float64)
+
+
+class SingleRowScorer:
+    """LightGBM's fast single-row prediction, set up once for a Booster.
+
+    `Booster.predict` converts its input, parses its parameters and prepares a predictor on
+    every call: ~60 us for one row, three times the tree walk itself. LightGBM's C API can do
+    that preparation once (`LGBM_BoosterPredictForMatSingleRowFastInit`) and then score a row
+    with `LGBM_BoosterPredictForMatSingleRowFast`; this calls them through the library handle
+    the lightgbm package loaded, as its own code does. The answer equals `Booster.predict`
+    (see the tests).
+    """
+
+    def __init__(self, booster: Any):
+        from lightgbm.basic import _LIB, _safe_call  # LightGBM's own ctypes handle
+
+        self._lib, self._check = _LIB, _safe_call
+        self._booster = booster  # the C config points into it: keep it alive as long
+        self.n_features = int(booster.num_feature())
+        if booster.num_model_per_iteration() != 1:
+            raise ValueError("one output per row expected (a binary or regression model)")
+        # The iterations `Booster.predict` uses by default: the best one if training set it.
+        iterations = int(getattr(booster, "best_iteration", 0) or 0)
+        config = ctypes.c_void_p()
+        _safe_call(
+            _LIB.LGBM_BoosterPredictForMatSingleRowFastInit(
+                booster._handle,
+                ctypes.c_int(_PREDICT_NORMAL),
+                ctypes.c_int(0),  # start iteration
+                ctypes.c_int(iterations if iterations > 0 else -1),
+                ctypes.c_int(_DTYPE_FLOAT64),
+                ctypes.c_int32(self.n_features),
+                b"num_threads=1",
+                ctypes.byref(config),
+            )
+        )
+        self._config = config
+        weakref.finalize(self, _LIB.LGBM_FastConfigFree, config)
+
+    def __call__(self, row: np.ndarray) -> float:
+        """The probability for one feature row (float64, in the model's column order).
+
+        Raises:
+            ValueError: The row does not have the model's number of features.
+        """
+        row = np.ascontiguousarray(row, dtype=np.float64)
+        if row.shape != (self.n_features,):
+            raise ValueError(f"expected {self.n_features} features, got shape {row.shape}")
+        result, length = ctypes.c_double(), ctypes.c_int64()
+        self._check(
+            self._lib.LGBM_BoosterPredictForMatSingleRowFast(
+                self._config,
+                ctypes.c_void_p(row.ctypes.data),
+                ctypes.byref(length),
+                ctypes.byref(result),
+            )
+        )
+        return result.value
+
+
+def _single_row_scorer(booster: Any) -> SingleRowScorer | None:
+    """The fast path when it can be set up; otherwise `Booster.predict` serves alone."""
+    try:
+        return SingleRowScorer(booster)
+    except Exception as exc:  # noqa: BLE001 - an optimization must not take the model down
+        logger.warning(
+            "fast single-row scoring unavailable", extra={"fields": {"error": repr(exc)}}
+        )
+        return None
 
 
 def load_champion(
@@ -76,10 +159,18 @@ def load_champion(
             f"the feature_columns tag lists {len(columns)}"
         )
     champion = Champion(
-        name, str(version.version), booster, threshold, columns, feature_set_version
+        name,
+        str(version.version),
+        booster,
+        threshold,
+        columns,
+        feature_set_version,
+        score_one=_single_row_scorer(booster),
     )
     try:
-        champion.score(np.zeros((1, len(columns))))  # fail now, not on the first request
+        probe = np.zeros((2, len(columns)))  # fail now, not on the first request
+        champion.score(probe[:1])
+        champion.score(probe)
     except Exception as exc:  # noqa: BLE001
         raise ModelUnavailable(f"models:/{name}@{alias}: cannot score: {exc}") from exc
     return champion

@@ -255,7 +255,8 @@ class OnlineStore:
         """Look up (buyer_id, shop_id) pairs, all from one consistent snapshot.
 
         Each pair is one statement that also returns the snapshot's generation; if a refresh
-        committed in between, the lookup starts again on the new snapshot.
+        committed in between, the lookup starts again on the new snapshot. That check is also
+        what keeps the cached `meta` current, so a lookup is one statement per pair.
 
         Raises:
             StoreUnavailable: The store cannot be read.
@@ -263,7 +264,9 @@ class OnlineStore:
         pairs = list(pairs)
         try:
             for _ in range(3):
-                meta = self.meta()
+                cached = self._meta
+                # A snapshot without a generation (an older store) is re-checked every time.
+                meta = cached if cached is not None and cached.generation else self.meta()
                 rows = [self._conn.execute(_LOOKUP, pair).fetchone() for pair in pairs]
                 if all((row[0] or "") == meta.generation for row in rows):
                     found = [_records(pair, row) for pair, row in zip(pairs, rows, strict=True)]

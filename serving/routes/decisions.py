@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request, Response, status
 from pydantic import ValidationError
@@ -15,7 +16,7 @@ from serving.schemas import BatchRequest, BatchResponse, DecisionRequest, Decisi
 router = APIRouter(prefix="/v1/refund-decisions", tags=["decisions"])
 logger = logging.getLogger("serving.decisions")
 
-_ERRORS = {
+_ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"description": "Missing or invalid bearer token"},
     409: {"description": "The refund_id was already decided for a different request"},
     422: {"description": "Invalid request; the detail names the field"},

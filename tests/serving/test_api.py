@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -235,6 +235,14 @@ def test_not_json_is_422_and_an_oversized_body_is_413(client: TestClient) -> Non
     assert client.post(URL, content=b"[]", headers=headers).status_code == 422
     huge = b'{"refund_id": "' + b"x" * 3_000_000 + b'"}'
     assert client.post(URL, content=huge, headers=headers).status_code == 413
+
+    def chunked(data: bytes) -> Iterator[bytes]:  # no Content-Length: the size is counted
+        for start in range(0, len(data), 100_000):
+            yield data[start : start + 100_000]
+
+    assert client.post(URL, content=chunked(huge), headers=headers).status_code == 413
+    small = chunked(json.dumps(body("CHUNKED")).encode())
+    assert client.post(URL, content=small, headers=headers).status_code == 200
 
 
 def test_batch_answers_each_item_in_order(client: TestClient) -> None:
