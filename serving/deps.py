@@ -41,7 +41,12 @@ async def get_service(request: Request) -> Service:
     return request.app.state.service
 
 
-def _caller(request: Request) -> Caller:
+def authenticate(request: Request) -> Caller:
+    """The caller behind the request's bearer token.
+
+    Raises:
+        HTTPException: 401 when the token is missing or unknown.
+    """
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if not token or scheme.lower() != "bearer":
@@ -62,12 +67,12 @@ def _caller(request: Request) -> Caller:
 
 async def require_decider(request: Request) -> Caller:
     """Deciders and admins may ask for decisions."""
-    return _caller(request)
+    return authenticate(request)
 
 
 async def require_admin(request: Request) -> Caller:
     """Only admins may change buyers, shops or the model."""
-    caller = _caller(request)
+    caller = authenticate(request)
     if caller.role != "admin":
         raise HTTPException(status.HTTP_403_FORBIDDEN, "this route needs an admin token")
     return caller
