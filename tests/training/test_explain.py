@@ -1,0 +1,44 @@
+"""Explanations add up to the score and name the feature that drives it."""
+
+from __future__ import annotations
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+import pytest
+
+from training.explain import explain
+
+
+@pytest.fixture(scope="module")
+def booster_and_rows() -> tuple[lgb.Booster, pd.DataFrame]:
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(rng.normal(size=(2000, 3)), columns=["refunds", "age", "noise"])
+    label = (frame["refunds"] + rng.normal(scale=0.3, size=2000) > 1.5).astype(int)
+    params = {"objective": "binary", "verbose": -1, "num_threads": 1, "seed": 0}
+    booster = lgb.train(params, lgb.Dataset(frame, label), num_boost_round=30)
+    frame.insert(0, "buyer_id", [f"B{i}" for i in range(len(frame))])
+    return booster, frame
+
+
+def test_contributions_add_up_to_the_score(booster_and_rows) -> None:
+    booster, rows = booster_and_rows
+    columns = ["refunds", "age", "noise"]
+    risky = rows.loc[rows["refunds"].idxmax(), "buyer_id"]
+    explanation = explain(booster, rows, risky, columns, threshold=0.05)
+    raw = booster.predict(rows.loc[rows["buyer_id"] == risky, columns], raw_score=True)[0]
+    bias = raw - explanation.contributions["log_odds"].sum()
+    assert np.isclose(
+        1 / (1 + np.exp(-(bias + explanation.contributions["log_odds"].sum()))), explanation.score
+    )
+    assert not explanation.premium
+    assert explanation.contributions.iloc[0]["feature"] == "refunds"
+    sentences = explanation.sentences(top=2)
+    assert sentences[0].startswith(f"Buyer {risky} is not premium")
+    assert "refunds = " in sentences[1] and "raises the risk" in sentences[1]
+
+
+def test_an_unknown_buyer_is_an_error(booster_and_rows) -> None:
+    booster, rows = booster_and_rows
+    with pytest.raises(KeyError, match="B-none"):
+        explain(booster, rows, "B-none", ["refunds", "age", "noise"], 0.05)
