@@ -26,11 +26,12 @@ def test_contributions_add_up_to_the_score(booster_and_rows) -> None:
     columns = ["refunds", "age", "noise"]
     risky = rows.loc[rows["refunds"].idxmax(), "buyer_id"]
     explanation = explain(booster, rows, risky, columns, threshold=0.05)
-    raw = booster.predict(rows.loc[rows["buyer_id"] == risky, columns], raw_score=True)[0]
-    bias = raw - explanation.contributions["log_odds"].sum()
-    assert np.isclose(
-        1 / (1 + np.exp(-(bias + explanation.contributions["log_odds"].sum()))), explanation.score
-    )
+    # the expected value (pred_contrib's last column) is the same for every row
+    bias = booster.predict(rows[columns].head(1), pred_contrib=True)[0][-1]
+    log_odds = bias + explanation.contributions["log_odds"].sum()
+    assert np.isclose(1 / (1 + np.exp(-log_odds)), explanation.score)
+    own_row = rows.loc[rows["buyer_id"] == risky, columns]
+    assert np.isclose(explanation.score, booster.predict(own_row)[0])
     assert not explanation.premium
     assert explanation.contributions.iloc[0]["feature"] == "refunds"
     sentences = explanation.sentences(top=2)
