@@ -302,7 +302,11 @@ def retrain_command(
     min_positives: PositivesOpt = 10,
     progress: ProgressOpt = False,
 ) -> None:
-    """The scheduled job: train, promote, refresh the online store (cron-safe)."""
+    """The scheduled job: train, promote, refresh the online store (cron-safe).
+
+    Exit status: 0 done (or skipped: data unchanged), 1 failed (reason on stderr),
+    75 another retrain holds the lock.
+    """
     with _failures():
         from training.config import RetrainConfig
         from training.retrain import retrain
