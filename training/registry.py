@@ -80,17 +80,20 @@ def connect(uri: str | None = None) -> MlflowClient:
 
 
 def ensure_experiment(client: MlflowClient, name: str) -> str:
-    """The experiment's id, creating it with artifacts under ./mlruns/NAME for a local store.
+    """The experiment's id, creating it with artifacts under mlruns/NAME beside a SQLite store.
 
-    A tracking server keeps its own artifact root; a local store gets an explicit one so
-    artifacts never land anywhere but ./mlruns.
+    A tracking server keeps its own artifact root; a SQLite store gets an explicit one in
+    the database's folder (./mlruns for the default ./mlflow.db), so the database and its
+    artifacts always travel together and never land in whatever the working directory is.
     """
     existing = client.get_experiment_by_name(name)
     if existing is not None:
         return existing.experiment_id
     artifact_location = None
-    if tracking_uri().startswith("sqlite:"):
-        artifact_location = (ARTIFACT_ROOT / name).resolve().as_uri()
+    uri = mlflow.get_tracking_uri()  # what connect() set
+    if uri.startswith("sqlite:///"):
+        database = Path(uri.removeprefix("sqlite:///"))
+        artifact_location = (database.parent / ARTIFACT_ROOT / name).resolve().as_uri()
     return client.create_experiment(name, artifact_location=artifact_location)
 
 
