@@ -127,7 +127,7 @@ def _fmt(value: float) -> str:
 
 
 def _echo_training(result) -> None:
-    from training.train import HAND_RULE, MODEL, ORACLE
+    from training.train import HAND_RULE, MODEL, ORACLE, TABLE_METRICS
 
     table = result.evaluation.table()
     header = (
@@ -142,18 +142,7 @@ def _echo_training(result) -> None:
     )
     typer.echo("  ".join(f"{h:>10}" for h in header))
     for name, row in table.iterrows():
-        cells = [
-            row[c]
-            for c in (
-                "roc_auc",
-                "pr_auc",
-                "brier",
-                "calibration_error",
-                "premium_coverage",
-                "premium_bad_rate",
-                "threshold",
-            )
-        ]
+        cells = [row[c] for c in (*TABLE_METRICS, "threshold")]
         typer.echo("  ".join([f"{name:>10}", *(f"{_fmt(v):>10}" for v in cells)]))
     model_auc = table.loc[MODEL, "roc_auc"]
     typer.echo(f"test AUC: model - hand rule = {model_auc - table.loc[HAND_RULE, 'roc_auc']:+.4f}")

@@ -7,19 +7,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from features import FEATURE_COLUMNS, build_features, buyer_features
-from features.log import TransactionLog
+from features.log import OUTCOMES, TransactionLog
 from tests.factories import make_buyers, make_log, make_orders, make_refunds
 
 BASE = pd.Timestamp("2025-01-01", tz="UTC")
 HOURS = 24 * 400
-OUTCOMES = [
-    "approved",
-    "auto_approved",
-    "rejected",
-    "withdrawn",
-    "arbitrated_buyer_wins",
-    "arbitrated_merchant_wins",
-]
 
 
 def _at(hours: int | None) -> str | None:
