@@ -39,7 +39,7 @@ def register_champion(
     columns = list(features.FEATURE_COLUMNS)
     x = frame[columns].to_numpy(dtype=np.float64)
     booster = lgb.train(
-        {"objective": "binary", "verbose": -1, "num_leaves": 8, "seed": seed},
+        {"objective": "binary", "verbose": -1, "num_leaves": 8, "seed": seed, "num_threads": 1},
         lgb.Dataset(x, label=y, feature_name=columns),
         num_boost_round=15 + seed,
     )
