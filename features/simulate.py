@@ -45,9 +45,12 @@ from features.io import write_log, write_parquet
 from features.log import OUTCOMES, REFUND_KINDS, TransactionLog, as_of_time
 
 # Hidden buyer types (traits of the person behind the account) and their shares. An
-# account takeover is not a type: it is an event that can happen to any account.
+# account takeover is not a type: it is an event that can happen to any account. The shares
+# are of every account ever registered, dormant ones included: with them about 4-5% of the
+# accounts registered before a monthly date have a request confirmed as abuse in the next
+# quarter (an abuser is in career for a while, not for ever; rings are throwaway accounts).
 BUYER_TYPES = ("ordinary", "heavy_refunder", "abuser", "ring")
-BUYER_TYPE_SHARES = (0.85, 0.10, 0.03, 0.02)
+BUYER_TYPE_SHARES = (0.795, 0.10, 0.065, 0.04)
 ORDINARY, HEAVY, ABUSER, RING = range(len(BUYER_TYPES))
 # The abusive episodes; the thief of a taken-over account has its own confirmation mean.
 TAKEOVER = len(BUYER_TYPES)
@@ -217,16 +220,20 @@ class Delay:
 
 # Abusers build a record from activation (young accounts mostly), then abuse for a while.
 ABUSER_ONSET = Delay("erlang", 2, 60.0)
-ABUSER_CAREER = Delay("exponential", 300.0)
-ABUSER_RATE_LOG = (math.log(1 / 35), 0.8)  # (mean, sd) of log abusive requests per day
-# Rings age their accounts a little after sign-up, then burst.
-RING_ONSET = Delay("uniform", 1.0, 21.0)
-RING_BURST = Delay("uniform", 5.0, 25.0)
-RING_RATE_LOG = (math.log(0.2), 0.5)
+ABUSER_CAREER = Delay("exponential", 540.0)
+# (mean, sd) of log abusive requests per day: from an occasional claim every few months to
+# several a week.
+ABUSER_RATE_LOG = (math.log(1 / 28), 0.9)
+# Rings age their accounts for days to weeks after sign-up, then burst. A ring's campaign
+# has its own intensity (set by whoever runs it) and members vary around it.
+RING_ONSET = Delay("uniform", 2.0, 45.0)
+RING_BURST = Delay("uniform", 7.0, 40.0)
+RING_RATE_LOG = (math.log(0.2), 0.45)  # (mean, sd) of a campaign's log rate per member-day
+RING_MEMBER_RATE_SD = 0.25  # sd of a member's log rate around the campaign's
 # Takeovers: a constant hazard once an account has a month of history, at most one per
 # account; the thief bursts until the owner recovers the account.
 TAKEOVER_MIN_HISTORY_DAYS = 30.0
-TAKEOVER_WAIT = Delay("exponential", 25_000.0)  # 1 / hazard per day
+TAKEOVER_WAIT = Delay("exponential", 18_000.0)  # 1 / hazard per day: about 2% a year
 TAKEOVER_BURST = Delay("uniform", 2.0, 14.0)
 TAKEOVER_RATE_LOG = (math.log(0.5), 0.5)
 
@@ -368,6 +375,8 @@ def _make_buyers(
     ring_id = np.full(n, -1)
     members = np.flatnonzero(kind == RING)
     ring_shops = np.zeros((0, 2), dtype=np.int64)
+    # Mean log abuse rate per buyer: a ring member's is the campaign's.
+    log_rate_mean = np.full(n, ABUSER_RATE_LOG[0])
     if len(members):
         sizes = rng.integers(4, 31, size=len(members) // 4 + 1)
         ids = np.repeat(np.arange(len(sizes)), sizes)[: len(members)]
@@ -378,6 +387,8 @@ def _make_buyers(
         eligible = shops["old"] & ~np.isin(shops["category"], [VIRTUAL, CUSTOM])
         weights = np.where(eligible, shops["popularity"], 0.0)
         ring_shops = _pick_shops(rng, weights, 2 * n_rings).reshape(n_rings, 2)
+        campaign = rng.normal(RING_RATE_LOG[0], RING_RATE_LOG[1], n_rings)
+        log_rate_mean[members] = campaign[ids]
     active_from = np.maximum(registered, 0.0)
 
     def by_type(values: dict[int, float]) -> np.ndarray:
@@ -409,16 +420,16 @@ def _make_buyers(
     abuse_end = np.full(n, np.nan)
     abuse_rate = np.zeros(n)
     confirm_prob = np.zeros(n)
-    for person, anchor, onset, length, rate_log in (
-        (ABUSER, active_from, ABUSER_ONSET, ABUSER_CAREER, ABUSER_RATE_LOG),
-        (RING, registered, RING_ONSET, RING_BURST, RING_RATE_LOG),
+    for person, anchor, onset, length, log_rate_sd in (
+        (ABUSER, active_from, ABUSER_ONSET, ABUSER_CAREER, ABUSER_RATE_LOG[1]),
+        (RING, registered, RING_ONSET, RING_BURST, RING_MEMBER_RATE_SD),
     ):
         mask = kind == person
         size = int(mask.sum())
         onset_from[mask] = anchor[mask]
         abuse_start[mask] = anchor[mask] + onset.sample(rng, size)
         abuse_end[mask] = abuse_start[mask] + length.sample(rng, size)
-        abuse_rate[mask] = np.exp(rng.normal(rate_log[0], rate_log[1], size))
+        abuse_rate[mask] = np.exp(rng.normal(log_rate_mean[mask], log_rate_sd, size))
         confirm_prob[mask] = _confirm_probs(rng, person, size)
 
     # Takeover: any account, at a constant hazard once it has a month of history. Those
@@ -1003,8 +1014,11 @@ def _parameters(buyers: int, shops: int, days: int) -> dict:
         "pre_start_registered_share": PRE_START_REGISTERED_SHARE,
         "abuser_onset": delay(ABUSER_ONSET),
         "abuser_career": delay(ABUSER_CAREER),
+        "abuser_rate_log_mean_sd": list(ABUSER_RATE_LOG),
         "ring_onset": delay(RING_ONSET),
         "ring_burst": delay(RING_BURST),
+        "ring_campaign_rate_log_mean_sd": list(RING_RATE_LOG),
+        "ring_member_rate_log_sd": RING_MEMBER_RATE_SD,
         "takeover_hazard_per_day": 1.0 / TAKEOVER_WAIT.a,
         "takeover_min_history_days": TAKEOVER_MIN_HISTORY_DAYS,
         "takeover_burst": delay(TAKEOVER_BURST),

@@ -13,7 +13,7 @@ from sklearn.metrics import roc_auc_score
 from features.io import load_log
 from features.log import TABLES, as_of_time
 from features.schema import validate_log
-from features.simulate import SimulatedWorld, oracle_scores, simulate, write_world
+from features.simulate import RING_ONSET, SimulatedWorld, oracle_scores, simulate, write_world
 
 BUYERS, SHOPS, SEED = 2_000, 100, 7
 HORIZON, MATURITY = 90, 30
@@ -133,7 +133,7 @@ def test_abusive_episodes_have_confirmed_abuse(
 def test_abusers_are_a_minority(world: SimulatedWorld) -> None:
     shares = world.truth["buyer_type"].value_counts(normalize=True)
     abusive = shares[["abuser", "ring"]].sum()
-    assert 0.02 < abusive < 0.1
+    assert 0.05 < abusive < 0.15
     assert shares["ordinary"] > 0.7 and shares["heavy_refunder"] > 0.05
     taken_over = world.truth["takeover_at"].between(world.log.start, world.log.end)
     assert 0.005 < taken_over.mean() < 0.03
@@ -212,10 +212,23 @@ def test_after_sales_cover_the_lifecycle(world: SimulatedWorld) -> None:
     assert delay_days.min() >= 1 and 3 <= delay_days.median() <= 30 and delay_days.max() > 30
 
 
-def test_bad_rate_at_monthly_dates_is_a_few_percent(world: SimulatedWorld) -> None:
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_bad_rate_at_monthly_dates_is_a_few_percent(seed: int) -> None:
+    """With the command's defaults, well above a 1% target: flagging everyone premium misses it.
+
+    At 1.2-1.4% every scorer, the hand rule included, met a 1% target by flagging 99% of
+    buyers, so the coverage target said nothing.
+    """
+    world = simulate(seed=seed)
     rates = [bad_labels(world, as_of).mean() for as_of in MONTHLY]
-    assert 0.01 <= np.mean(rates) <= 0.05
-    assert all(0.003 <= rate <= 0.08 for rate in rates)
+    assert 0.035 <= np.mean(rates) <= 0.06
+    assert all(0.025 <= rate <= 0.075 for rate in rates)
+
+
+def test_the_small_test_world_has_a_like_bad_rate(world: SimulatedWorld) -> None:
+    rates = [bad_labels(world, as_of).mean() for as_of in MONTHLY]
+    assert 0.03 <= np.mean(rates) <= 0.065
+    assert all(0.015 <= rate <= 0.09 for rate in rates)
 
 
 def known_signals(world: SimulatedWorld, as_of: str, index: pd.Index) -> pd.DataFrame:
@@ -298,7 +311,10 @@ def test_every_account_faces_the_same_takeover_risk_ahead(world: SimulatedWorld)
     # One population-level P(takeover in the window, confirmed): small, not zero.
     assert len(floor) > 100 and np.ptp(floor) < 1e-12 and 0.0005 < floor[0] < 0.01
     abusive = truth["buyer_type"].isin(["abuser", "ring"]).to_numpy()
-    assert (score[abusive & (truth["registered_at"] < known_at).to_numpy()] >= floor[0]).all()
+    # An abuser whose episode is over is back at the floor (equal up to rounding).
+    assert (
+        score[abusive & (truth["registered_at"] < known_at).to_numpy()] > floor[0] - 1e-12
+    ).all()
     # Long after every episode, only the takeover hazard is left, for everyone not yet
     # taken over; an account is taken over at most once.
     late = truth["abuse_end"].max() + pd.Timedelta(days=1)
@@ -355,7 +371,8 @@ def test_a_thief_buys_dear_at_new_shops(world: SimulatedWorld) -> None:
 def test_ring_members_are_young_and_shop_at_shared_shops(world: SimulatedWorld) -> None:
     truth = world.truth
     rings = truth.loc[truth["ring_id"].notna()]
-    assert ((rings["abuse_start"] - rings["registered_at"]).dt.days <= 21).all()
+    age_at_onset = rings["abuse_start"] - rings["registered_at"]
+    assert (age_at_onset <= pd.Timedelta(days=RING_ONSET.b)).all()
     orders = world.log.orders.merge(rings[["buyer_id", "ring_id"]], on="buyer_id")
     top_two = orders.groupby("ring_id")["shop_id"].agg(
         lambda shops: shops.value_counts(normalize=True).iloc[:2].sum()
