@@ -47,6 +47,18 @@ class Outcome:
     text: str  # `body` as the JSON that was audited and is answered
 
 
+@dataclass(frozen=True, slots=True)
+class _Context:
+    """What every decision of one batch shares."""
+
+    now: float
+    decided_at: str
+    champion: Champion | None
+    meta: StoreMeta | None
+    store_failure: str | None
+    model_ref: dict
+
+
 class Conflict(Exception):
     """A different request already used this refund_id."""
 
@@ -168,95 +180,143 @@ class Service:
     def decide(self, requests: Sequence[DecisionRequest]) -> list[Outcome]:
         """Decide and audit a batch; every answer is committed before it is returned.
 
+        A single request costs the audit log a velocity count and an insert (a replay is
+        found by the insert being ignored). A batch reads what it needs up front (stored
+        decisions for its refund ids, approvals for its buyers: one statement each), keeps
+        both current in memory as it decides (so it counts its own approvals and sees its
+        own refund ids), and inserts everything with one `executemany`; all inside one
+        `BEGIN IMMEDIATE` transaction, so no other writer can interleave.
+
         Raises:
             AuditUnavailable: The audit log cannot be written; nothing is answered.
         """
         audit = self.open_audit()
         now = self.clock()
         champion = self.champion  # one model for the whole batch, even across a reload
-        policy = self.policy
         store_failure, meta, found = self._lookup(requests)
         scores = self._scores(champion, meta, found) if store_failure is None else None
-        decided_at = _iso(now)
-        model_ref = {"name": self.settings.model_name, "version": champion and champion.version}
-        threshold = champion.threshold if champion is not None else None
-        columns = meta.feature_columns if meta is not None else ()
+        context = _Context(
+            now=now,
+            decided_at=_iso(now),
+            champion=champion,
+            meta=meta,
+            store_failure=store_failure,
+            model_ref={"name": self.settings.model_name, "version": champion and champion.version},
+        )
         outcomes: list[Outcome] = []
         made: list[tuple[str, list[rules.Failure]]] = []
+        single = len(requests) == 1
         with audit.transaction() as tx:
+            if not single:
+                known = tx.get_many([request.refund_id for request in requests])
+                approvals = tx.approvals_many((r.order.buyer_id for r in requests), now)
+            pending: list[DecisionRecord] = []
             for i, request in enumerate(requests):
                 request_text = request.model_dump_json()
                 request_hash = hashlib.sha256(request_text.encode()).hexdigest()
-                order = request.order
-                buyer, shop = found[i]
-                approvals = tx.approvals(order.buyer_id, now)
-                score = scores[i] if scores is not None else None
-                failures = self._rules(request, now, approvals)
-                if store_failure is None:
-                    failures += self._store_rules(now, buyer, shop, score, threshold)
+                buyer_id = request.order.buyer_id
+                if single:
+                    counts = tx.approvals(buyer_id, now)
                 else:
-                    # Buyer, shop and score cannot be checked: fail closed, say why once.
-                    failures.append(rules.Failure(rules.Reason.SCORE_UNAVAILABLE, store_failure))
-                failures.sort(key=lambda f: _REASON_ORDER[f.code])
-                decision, failed = rules.decide(failures)
-                body = {
-                    "refund_id": request.refund_id,
-                    "decision": decision,
-                    "reasons": [{"code": f.code.value, "message": f.message} for f in failed],
-                    "buyer": {
-                        "premium": score is not None
-                        and threshold is not None
-                        and score <= threshold,
-                        "score": score,
-                        "threshold": threshold,
-                    },
-                    "model": model_ref,
-                    "policy_version": policy.version,
-                    "decided_at": decided_at,
-                    "replayed": False,
-                }
-                if decision == rules.AUTO_APPROVE:
-                    body["note"] = rules.APPROVAL_NOTE
-                features = (
-                    dict(zip(columns, _plain(buyer.features), strict=False))
-                    if buyer is not None and len(buyer.features) == len(columns)
-                    else None
+                    previous = known.get(request.refund_id)
+                    if previous is not None:  # decided before, or earlier in this batch
+                        outcomes.append(self._replay(previous, request_hash))
+                        continue
+                    counts = approvals.get(buyer_id, (0, 0))
+                score = scores[i] if scores is not None else None
+                outcome, record, failed = self._decide_one(
+                    context, request, request_text, request_hash, found[i], score, counts
                 )
-                text = _json(body)
-                stored = tx.insert(
-                    DecisionRecord(
-                        refund_id=request.refund_id,
-                        request_hash=request_hash,
-                        buyer_id=order.buyer_id,
-                        shop_id=order.shop_id,
-                        decision=decision,
-                        decided_at=now,
-                        request=request_text,
-                        features=_json(
-                            {
-                                "as_of": meta.as_of if meta else None,
-                                "feature_set_version": meta.feature_set_version if meta else None,
-                                "values": features,
-                            }
-                        ),
-                        model_name=self.settings.model_name,
-                        model_version=champion.version if champion is not None else None,
-                        policy_version=policy.version,
-                        response=text,
-                    )
-                )
-                if not stored:  # the refund_id was decided before: replay or conflict
-                    previous = tx.get(request.refund_id)
-                    outcomes.append(self._replay(previous, request_hash))  # type: ignore[arg-type]
-                    continue
-                outcomes.append(Outcome(200, body, text))
-                made.append((decision, failed))
+                if single:
+                    if not tx.insert(record):  # the refund_id was decided before
+                        previous = tx.get(request.refund_id)
+                        outcomes.append(self._replay(previous, request_hash))  # type: ignore[arg-type]
+                        continue
+                else:
+                    known[request.refund_id] = record
+                    pending.append(record)
+                    if record.decision == rules.AUTO_APPROVE:
+                        approvals[buyer_id] = (counts[0] + 1, counts[1] + 1)
+                outcomes.append(outcome)
+                made.append((record.decision, failed))
+            if pending and tx.insert_many(pending) != len(pending):
+                # Cannot happen: the transaction holds the write lock and every refund id
+                # already stored was looked up in it. Roll back rather than answer.
+                raise AuditUnavailable(f"audit log {audit.path}: a batch insert was ignored")
         # Counted only once committed: a rolled-back batch decided nothing.
         for decision, failed in made:
             self._count(self._decision_counters, self.metrics.decisions, decision)
             for failure in failed:
                 self._count(self._reason_counters, self.metrics.reasons, failure.code.value)
         return outcomes
+
+    def _decide_one(
+        self,
+        context: _Context,
+        request: DecisionRequest,
+        request_text: str,
+        request_hash: str,
+        found: tuple[BuyerRecord | None, ShopRecord | None],
+        score: float | None,
+        approvals: tuple[int, int],
+    ) -> tuple[Outcome, DecisionRecord, list[rules.Failure]]:
+        """One request's decision, its answer and its audit record (not yet stored)."""
+        now, meta, champion = context.now, context.meta, context.champion
+        threshold = champion.threshold if champion is not None else None
+        columns = meta.feature_columns if meta is not None else ()
+        order = request.order
+        buyer, shop = found
+        failures = self._rules(request, now, approvals)
+        if context.store_failure is None:
+            failures += self._store_rules(now, buyer, shop, score, threshold)
+        else:
+            # Buyer, shop and score cannot be checked: fail closed, say why once.
+            failures.append(rules.Failure(rules.Reason.SCORE_UNAVAILABLE, context.store_failure))
+        failures.sort(key=lambda f: _REASON_ORDER[f.code])
+        decision, failed = rules.decide(failures)
+        body = {
+            "refund_id": request.refund_id,
+            "decision": decision,
+            "reasons": [{"code": f.code.value, "message": f.message} for f in failed],
+            "buyer": {
+                "premium": score is not None and threshold is not None and score <= threshold,
+                "score": score,
+                "threshold": threshold,
+            },
+            "model": context.model_ref,
+            "policy_version": self.policy.version,
+            "decided_at": context.decided_at,
+            "replayed": False,
+        }
+        if decision == rules.AUTO_APPROVE:
+            body["note"] = rules.APPROVAL_NOTE
+        features = (
+            dict(zip(columns, _plain(buyer.features), strict=False))
+            if buyer is not None and len(buyer.features) == len(columns)
+            else None
+        )
+        text = _json(body)
+        record = DecisionRecord(
+            refund_id=request.refund_id,
+            request_hash=request_hash,
+            buyer_id=order.buyer_id,
+            shop_id=order.shop_id,
+            decision=decision,
+            decided_at=now,
+            request=request_text,
+            features=_json(
+                {
+                    "as_of": meta.as_of if meta else None,
+                    "feature_set_version": meta.feature_set_version if meta else None,
+                    "values": features,
+                }
+            ),
+            model_name=self.settings.model_name,
+            model_version=champion.version if champion is not None else None,
+            policy_version=self.policy.version,
+            response=text,
+        )
+        return Outcome(200, body, text), record, failed
 
     @staticmethod
     def _count(cache: dict, counter: Any, label: str) -> None:

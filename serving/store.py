@@ -165,12 +165,29 @@ LEFT JOIN shops AS s ON s.shop_id = q.shop_id
 LEFT JOIN shop_overrides AS so ON so.shop_id = q.shop_id
 """
 
+# Many pairs in one statement: the pairs travel as one JSON array [[buyer, shop], ...] (one
+# SQL text, so the prepared statement is reused whatever the batch size), and `q.key` is the
+# pair's position. One statement is also one read transaction: one snapshot for the batch.
+_LOOKUP_MANY = """
+SELECT (SELECT value FROM meta WHERE key = 'generation'),
+       b.registered_at, b.order_count, b.features, b.revoked, b.revoked_reason,
+       bo.revoked, bo.reason,
+       s.eligible, s.reasons, s.metrics,
+       so.eligible, so.reason,
+       q.key
+FROM (SELECT key, value ->> 0 AS buyer_id, value ->> 1 AS shop_id FROM json_each(?1)) AS q
+LEFT JOIN buyers AS b ON b.buyer_id = q.buyer_id
+LEFT JOIN buyer_overrides AS bo ON bo.buyer_id = q.buyer_id
+LEFT JOIN shops AS s ON s.shop_id = q.shop_id
+LEFT JOIN shop_overrides AS so ON so.shop_id = q.shop_id
+"""
+
 
 def _records(pair: tuple[str, str], row: tuple) -> tuple[BuyerRecord | None, ShopRecord | None]:
     buyer_id, shop_id = pair
     registered_at, order_count, features, revoked, revoked_reason = row[1:6]
     override_revoked, override_reason = row[6:8]
-    eligible, reasons, metrics, override_eligible, override_why = row[8:]
+    eligible, reasons, metrics, override_eligible, override_why = row[8:13]
     buyer = None
     if registered_at is not None:
         is_revoked, why = bool(revoked), revoked_reason or ""
@@ -254,9 +271,10 @@ class OnlineStore:
     ) -> tuple[StoreMeta, list[tuple[BuyerRecord | None, ShopRecord | None]]]:
         """Look up (buyer_id, shop_id) pairs, all from one consistent snapshot.
 
-        Each pair is one statement that also returns the snapshot's generation; if a refresh
-        committed in between, the lookup starts again on the new snapshot. That check is also
-        what keeps the cached `meta` current, so a lookup is one statement per pair.
+        One statement (one pair, or all of a batch) that also returns the snapshot's
+        generation; if a refresh committed since `meta` was read, the lookup starts again on
+        the new snapshot. That check is also what keeps the cached `meta` current, so a lookup
+        is one statement.
 
         Raises:
             StoreUnavailable: The store cannot be read.
@@ -267,7 +285,7 @@ class OnlineStore:
                 cached = self._meta
                 # A snapshot without a generation (an older store) is re-checked every time.
                 meta = cached if cached is not None and cached.generation else self.meta()
-                rows = [self._conn.execute(_LOOKUP, pair).fetchone() for pair in pairs]
+                rows = self._rows(pairs)
                 if all((row[0] or "") == meta.generation for row in rows):
                     found = [_records(pair, row) for pair, row in zip(pairs, rows, strict=True)]
                     return meta, found
@@ -275,6 +293,16 @@ class OnlineStore:
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"online store {self.path}: {exc}") from exc
         raise StoreUnavailable(f"online store {self.path}: refreshing too often to read")
+
+    def _rows(self, pairs: list[tuple[str, str]]) -> list[tuple]:
+        if len(pairs) == 1:
+            return [self._conn.execute(_LOOKUP, pairs[0]).fetchone()]
+        rows: list[tuple | None] = [None] * len(pairs)
+        for row in self._conn.execute(_LOOKUP_MANY, (json.dumps(pairs),)):
+            rows[row[13]] = row
+        if any(row is None for row in rows):  # cannot happen: json_each yields every pair
+            raise StoreUnavailable(f"online store {self.path}: a batch lookup lost rows")
+        return rows  # type: ignore[return-value]
 
     def buyer(self, buyer_id: str) -> BuyerRecord | None:
         """One buyer, overrides applied (None when unknown)."""

@@ -274,6 +274,80 @@ def test_batch_counts_its_own_approvals_for_velocity(client: TestClient) -> None
     ]
 
 
+def test_batch_sees_refund_ids_stored_before_and_earlier_in_the_same_batch(
+    client: TestClient, settings: Settings
+) -> None:
+    decide(client, body("D-0"))
+    items = [
+        body("D-0"),  # stored before, same request: replayed
+        body("D-0", paid_amount="1.00"),  # stored before, different request: 409
+        body("D-1"),
+        body("D-1"),  # earlier in this batch, same request: replayed
+        body("D-1", paid_amount="1.00"),  # earlier in this batch, different: 409
+    ]
+    results = client.post(f"{URL}/batch", json={"requests": items}, headers=DECIDER).json()
+    statuses = [r["status"] for r in results["results"]]
+    assert statuses == [200, 409, 200, 200, 409]
+    replayed = [r["decision"]["replayed"] for r in results["results"] if r["status"] == 200]
+    assert replayed == [True, False, True]
+    assert (
+        results["results"][3]["decision"]["decided_at"]
+        == (results["results"][2]["decision"]["decided_at"])
+    )
+    with sqlite3.connect(settings.audit_path) as db:
+        stored = db.execute("SELECT refund_id FROM decisions ORDER BY refund_id").fetchall()
+    assert stored == [("D-0",), ("D-1",)]
+    # The batch's own answers are what is stored and replayed afterwards.
+    again = decide(client, body("D-1"))
+    assert again["replayed"] is True
+    assert {k: v for k, v in again.items() if k != "replayed"} == {
+        k: v for k, v in results["results"][2]["decision"].items() if k != "replayed"
+    }
+
+
+def test_batch_velocity_counts_approvals_stored_before_it(client: TestClient, clock: Clock) -> None:
+    decide(client, body("VB-0"))
+    clock.now += 3600
+    items = [body("VB-1", buyer_id="B_GOOD2"), body("VB-2"), body("VB-3")]
+    results = client.post(f"{URL}/batch", json={"requests": items}, headers=DECIDER).json()
+    decisions = [r["decision"] for r in results["results"]]
+    assert [d["decision"] for d in decisions] == ["auto_approve", "auto_approve", "manual_review"]
+    assert codes(decisions[2]) == ["VELOCITY_LIMIT"]
+
+
+@pytest.mark.parametrize(
+    ("content", "field"),
+    [
+        (json.dumps({"requests": []}), "requests"),
+        (json.dumps({"requests": [body()], "extra": 1}), "extra"),
+        (json.dumps({}), "requests"),
+    ],
+)
+def test_malformed_batches_are_422_naming_the_field(
+    client: TestClient, content: str, field: str
+) -> None:
+    headers = {**DECIDER, "content-type": "application/json"}
+    response = client.post(f"{URL}/batch", content=content, headers=headers)
+    assert response.status_code == 422
+    assert any(field in err["loc"] for err in response.json()["detail"])
+
+
+def test_batch_needs_a_token_before_its_body_is_read(client: TestClient) -> None:
+    response = client.post(f"{URL}/batch", content=b"{not json")
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"] == "Bearer"
+    headers = {**DECIDER, "content-type": "application/json"}
+    assert client.post(f"{URL}/batch", content=b"{not json", headers=headers).status_code == 422
+
+
+def test_the_decision_routes_are_documented(client: TestClient) -> None:
+    paths = client.get("/openapi.json").json()["paths"]
+    for path in (URL, f"{URL}/batch"):
+        post = paths[path]["post"]
+        assert "application/json" in post["requestBody"]["content"]
+        assert {"200", "401", "409", "422", "503"} <= set(post["responses"])
+
+
 def test_batch_of_more_than_1000_is_refused(client: TestClient) -> None:
     items = [body(f"X{i}") for i in range(1001)]
     response = client.post(f"{URL}/batch", json={"requests": items}, headers=DECIDER)
