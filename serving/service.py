@@ -59,10 +59,6 @@ class _Context:
     model_ref: dict
 
 
-class Conflict(Exception):
-    """A different request already used this refund_id."""
-
-
 def _json(payload: dict) -> str:
     # pydantic's serializer: the same compact JSON as json.dumps(ensure_ascii=False), ~5x
     # faster on the audit record's feature vector (float formatting dominates there).
