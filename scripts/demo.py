@@ -170,6 +170,8 @@ def main() -> int:
     parser.add_argument("--port", type=int, default=int(os.environ.get("DEMO_PORT", "8000")))
     args = parser.parse_args()
     base = f"http://127.0.0.1:{args.port}"
+    # MLflow's per-file download bars would bury the demo's own output.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
     step("1/4 the transaction log (simulated, with known ground truth)")
     if (DATA / "meta.json").is_file():
