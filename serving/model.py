@@ -22,6 +22,9 @@ _PREDICT_NORMAL = 0  # probabilities, the objective's transform applied
 _DTYPE_FLOAT64 = 1
 
 
+PARALLEL_ROWS = 64  # from this many rows a matrix is scored on `Champion.batch_threads`
+
+
 class ModelUnavailable(RuntimeError):
     """No usable champion: missing alias, missing tags, or an unreadable model."""
 
@@ -41,12 +44,17 @@ class Champion:
     feature_set_version: str
     loaded_at: float = field(default_factory=time.time)
     score_one: Callable[[np.ndarray], float] | None = None  # a fast path for a single row
+    # Threads for a matrix of at least `PARALLEL_ROWS` rows (a batch): LightGBM splits the rows
+    # between them. 1,000 rows of the 300-tree champion: 28 ms on one thread, 15 ms on two.
+    # Small inputs stay on one thread (starting the threads costs more than it saves).
+    batch_threads: int = 2
 
     def score(self, rows: np.ndarray) -> np.ndarray:
         """Score feature rows (in `feature_columns` order) with the native Booster."""
         if self.score_one is not None and len(rows) == 1:
             return np.array([self.score_one(rows[0])])
-        return np.asarray(self.booster.predict(rows, num_threads=1), dtype=np.float64)
+        threads = self.batch_threads if len(rows) >= PARALLEL_ROWS else 1
+        return np.asarray(self.booster.predict(rows, num_threads=threads), dtype=np.float64)
 
 
 class SingleRowScorer:

@@ -87,6 +87,18 @@ class BatchRequest(BaseModel):
     requests: list[dict[str, Any]] = Field(min_length=1, max_length=1000)
 
 
+class ValidBatch(BaseModel):
+    """A batch whose every item is valid: the route's fast path, one parse for the whole body.
+
+    Any error sends the route back to `BatchRequest` and item-by-item validation, so the
+    answer (a 422 for the body, or one per item) does not depend on this class.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    requests: list[DecisionRequest] = Field(min_length=1, max_length=1000)
+
+
 class Reason(BaseModel):
     """A failed rule."""
 

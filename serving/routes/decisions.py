@@ -11,9 +11,16 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Request, Response, status
 from fastapi.routing import APIRoute
 from pydantic import ValidationError
+from pydantic_core import to_json
 
 from serving.deps import DeciderDep, ServiceDep, authenticate
-from serving.schemas import BatchRequest, BatchResponse, DecisionRequest, DecisionResponse
+from serving.schemas import (
+    BatchRequest,
+    BatchResponse,
+    DecisionRequest,
+    DecisionResponse,
+    ValidBatch,
+)
 from serving.service import Service
 
 
@@ -116,18 +123,28 @@ async def decide_batch(http: Request) -> Response:
     """Decide up to 1,000 requests; each item gets the status it would have had alone."""
     caller = authenticate(http)
     service: Service = http.app.state.service
+    raw = await http.body()
     try:
-        batch = BatchRequest.model_validate_json(await http.body())
-    except ValidationError as exc:
-        return _json_response({"detail": _errors(exc, ("body",))}, 422)
-    started = time.perf_counter()
-    results: list[dict | None] = [None] * len(batch.requests)
-    valid: list[tuple[int, DecisionRequest]] = []
-    for i, item in enumerate(batch.requests):
+        # Every item valid (the usual case): one parse of the whole body, ~5 ms for 1,000.
+        items = ValidBatch.model_validate_json(raw).requests
+        results: list[dict | None] = [None] * len(items)
+        valid = list(enumerate(items))
+    except ValidationError:
+        # Something is wrong: the body as a list of objects, then each item on its own, in
+        # JSON mode as the single route parses it, so an item gets the status it would
+        # have had alone whatever its neighbours hold.
         try:
-            valid.append((i, DecisionRequest.model_validate(item)))
+            batch = BatchRequest.model_validate_json(raw)
         except ValidationError as exc:
-            results[i] = {"index": i, "status": 422, "error": _errors(exc)}
+            return _json_response({"detail": _errors(exc, ("body",))}, 422)
+        results = [None] * len(batch.requests)
+        valid = []
+        for i, item in enumerate(batch.requests):
+            try:
+                valid.append((i, DecisionRequest.model_validate_json(to_json(item))))
+            except ValidationError as exc:
+                results[i] = {"index": i, "status": 422, "error": _errors(exc)}
+    started = time.perf_counter()
     outcomes = service.decide([request for _, request in valid]) if valid else []
     pieces: list[str | None] = [None] * len(results)
     for (i, _), outcome in zip(valid, outcomes, strict=True):

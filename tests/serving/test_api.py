@@ -264,6 +264,32 @@ def test_batch_answers_each_item_in_order(client: TestClient) -> None:
     assert any("paid_amount" in err["loc"] for err in results[2]["error"])
 
 
+def test_a_batch_item_is_judged_alike_with_or_without_an_invalid_neighbour(
+    client: TestClient,
+) -> None:
+    # All valid: the whole body is parsed in one go; one invalid: item by item. Same answers.
+    bad = body("N-BAD")
+    bad["order"]["is_virtual"] = "maybe"
+    items = [body("N-0"), body("N-1", paid_amount="300.00", buyer_id="B_GOOD2")]
+    alone = client.post(f"{URL}/batch", json={"requests": items}, headers=DECIDER).json()
+    again = [body("N-0"), bad, body("N-1", paid_amount="300.00", buyer_id="B_GOOD2")]
+    mixed = client.post(f"{URL}/batch", json={"requests": again}, headers=DECIDER).json()
+    assert [r["status"] for r in alone["results"]] == [200, 200]
+    assert [r["status"] for r in mixed["results"]] == [200, 422, 200]
+    assert any("is_virtual" in err["loc"] for err in mixed["results"][1]["error"])
+    assert [r["index"] for r in mixed["results"]] == [0, 1, 2]
+    for first, second in zip(alone["results"], mixed["results"][::2], strict=True):
+        assert second["decision"]["replayed"] is True  # same request, same stored answer
+        assert second["decision"]["decision"] == first["decision"]["decision"]
+    single = body("N-2")
+    single["order"]["is_virtual"] = "maybe"
+    solo = client.post(URL, json=single, headers=DECIDER)
+    assert solo.status_code == 422
+    assert [e["loc"][1:] for e in solo.json()["detail"]] == [
+        e["loc"] for e in mixed["results"][1]["error"]
+    ]
+
+
 def test_batch_counts_its_own_approvals_for_velocity(client: TestClient) -> None:
     items = [body(f"BV{i}") for i in range(3)]
     results = client.post(f"{URL}/batch", json={"requests": items}, headers=DECIDER).json()

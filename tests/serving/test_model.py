@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 import lightgbm as lgb
 import numpy as np
 import pytest
 
-from serving.model import Champion, SingleRowScorer, _single_row_scorer
+from serving.model import PARALLEL_ROWS, Champion, SingleRowScorer, _single_row_scorer
 
 
 def _rows(n: int, width: int, seed: int) -> np.ndarray:
@@ -65,3 +67,19 @@ def test_champion_scores_one_row_fast_and_many_with_the_booster() -> None:
     expected = booster.predict(rows, num_threads=1)
     assert champion.score(rows).tolist() == expected.tolist()
     assert champion.score(rows[7:8]).tolist() == [expected[7]]
+
+
+def test_a_batch_is_scored_on_several_threads_with_the_same_results() -> None:
+    booster = _booster()
+    rows = _rows(PARALLEL_ROWS * 4, 6, seed=3)
+    champion = Champion("m", "1", booster, 0.5, tuple("abcdef"), "", batch_threads=2)
+    expected = booster.predict(rows, num_threads=1)
+    assert champion.score(rows).tolist() == expected.tolist()  # bit for bit
+    assert champion.score(rows[:3]).tolist() == expected[:3].tolist()  # one thread
+
+
+def test_the_audited_feature_vector_writes_missing_values_as_null() -> None:
+    from serving.service import _json
+
+    text = _json({"values": {"a": float("nan"), "b": 1.5, "c": float("inf")}})
+    assert json.loads(text) == {"values": {"a": None, "b": 1.5, "c": None}}
