@@ -7,8 +7,9 @@ limits (auto-approvals per buyer, counted from the records).
 from __future__ import annotations
 
 import json
+import operator
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -191,9 +192,9 @@ _INSERT = "INSERT OR IGNORE INTO decisions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?,
 _FIELDS = tuple(field.name for field in fields(DecisionRecord))
 
 
-def _row(record: DecisionRecord) -> tuple:
-    # Not dataclasses.astuple: it deep-copies every field.
-    return tuple(getattr(record, name) for name in _FIELDS)
+# A record's fields as a row, in one C call (not dataclasses.astuple: it deep-copies every
+# field; a generator of getattr costs ~3 us a record).
+_row: Callable[[DecisionRecord], tuple] = operator.attrgetter(*_FIELDS)
 
 
 def _rollback(conn: sqlite3.Connection) -> None:

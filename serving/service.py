@@ -14,6 +14,7 @@ import json
 import logging
 import math
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -240,11 +241,14 @@ class Service:
                 # Cannot happen: the transaction holds the write lock and every refund id
                 # already stored was looked up in it. Roll back rather than answer.
                 raise AuditUnavailable(f"audit log {audit.path}: a batch insert was ignored")
-        # Counted only once committed: a rolled-back batch decided nothing.
-        for decision, failed in made:
-            self._count(self._decision_counters, self.metrics.decisions, decision)
-            for failure in failed:
-                self._count(self._reason_counters, self.metrics.reasons, failure.code.value)
+        # Counted only once committed: a rolled-back batch decided nothing. Tallied first, so
+        # a batch increments each counter once (each increment takes the counter's lock).
+        decisions = Counter(decision for decision, _ in made)
+        reasons = Counter(failure.code.value for _, failed in made for failure in failed)
+        for decision, n in decisions.items():
+            self._count(self._decision_counters, self.metrics.decisions, decision, n)
+        for reason, n in reasons.items():
+            self._count(self._reason_counters, self.metrics.reasons, reason, n)
         return outcomes
 
     def _decide_one(
@@ -316,11 +320,11 @@ class Service:
         return Outcome(200, body, text), record, failed
 
     @staticmethod
-    def _count(cache: dict, counter: Any, label: str) -> None:
+    def _count(cache: dict, counter: Any, label: str, n: int = 1) -> None:
         child = cache.get(label)
         if child is None:
             child = cache[label] = counter.labels(label)
-        child.inc()
+        child.inc(n)
 
     def _replay(self, stored: DecisionRecord, request_hash: str) -> Outcome:
         if stored.request_hash != request_hash:
