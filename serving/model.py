@@ -45,9 +45,11 @@ class Champion:
     loaded_at: float = field(default_factory=time.time)
     score_one: Callable[[np.ndarray], float] | None = None  # a fast path for a single row
     # Threads for a matrix of at least `PARALLEL_ROWS` rows (a batch): LightGBM splits the rows
-    # between them. 1,000 rows of the 300-tree champion: 28 ms on one thread, 15 ms on two.
-    # Small inputs stay on one thread (starting the threads costs more than it saves).
-    batch_threads: int = 2
+    # between them. 1,000 rows of the 300-tree champion, alone in a process: 28 ms on one
+    # thread, 15 ms on two; but in the server on this 2-core machine, with the client and the
+    # checkpoint thread on the other core, two threads measured no faster (8,700-9,100 vs
+    # 9,200-9,500 batch decisions/s), so one is the default. Small inputs always use one.
+    batch_threads: int = 1
 
     def score(self, rows: np.ndarray) -> np.ndarray:
         """Score feature rows (in `feature_columns` order) with the native Booster."""
