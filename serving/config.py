@@ -55,6 +55,12 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         default=2_000_000, gt=0, description="Larger request bodies get a 413."
     )
+    coalesce_max: int = Field(
+        default=64,
+        ge=1,
+        description="Most single requests decided together in one audit transaction when "
+        "they arrive in the same event-loop turn (1: each alone).",
+    )
     store_check_seconds: float = Field(
         default=1.0, ge=0, description="How often to look for a store that was missing at startup."
     )

@@ -38,9 +38,18 @@ class Metrics:
         )
         self.latency = Histogram(
             "fastrefund_decision_seconds",
-            "Time to decide and audit, in process, by route (single or batch).",
+            "Time to decide and audit, in process, by route (single: from the parsed request "
+            "to its committed answer, its group's wait included; batch: the whole batch).",
             ["route"],
             buckets=(0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+            registry=self.registry,
+        )
+        self.group_size = Histogram(
+            "fastrefund_decisions_per_transaction",
+            "Decisions committed in one audit transaction, by route: single requests that "
+            "arrive together are decided together (serving.coalesce).",
+            ["route"],
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1000),
             registry=self.registry,
         )
         self.model = Gauge(

@@ -53,8 +53,10 @@ class Champion:
 
     def score(self, rows: np.ndarray) -> np.ndarray:
         """Score feature rows (in `feature_columns` order) with the native Booster."""
-        if self.score_one is not None and len(rows) == 1:
-            return np.array([self.score_one(rows[0])])
+        if self.score_one is not None and len(rows) < PARALLEL_ROWS:
+            # A few rows (one request, or the requests of one event-loop turn): the fast
+            # single-row path, row by row; after the first row the trees are in cache.
+            return np.array([self.score_one(row) for row in rows], dtype=np.float64)
         threads = self.batch_threads if len(rows) >= PARALLEL_ROWS else 1
         return np.asarray(self.booster.predict(rows, num_threads=threads), dtype=np.float64)
 

@@ -1,0 +1,124 @@
+"""Micro-batching of single decisions: requests of one event-loop turn are decided together,
+each answered as it would have been alone; a failure reaches every caller of its group."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import httpx
+import pytest
+
+from serving.app import create_app
+from serving.audit import AuditUnavailable
+from serving.coalesce import Coalescer
+from serving.config import Settings
+from tests.serving.conftest import DECIDER, Clock, body, codes
+
+URL = "/v1/refund-decisions"
+
+
+class Recorder:
+    """A stand-in for `Service.decide` that records the groups it was given."""
+
+    def __init__(self, fail: bool = False):
+        self.groups: list[list[str]] = []
+        self.fail = fail
+
+    def __call__(self, requests: Sequence) -> list:
+        self.groups.append(list(requests))
+        if self.fail:
+            raise AuditUnavailable("audit log: disk full")
+        return [f"answer to {r}" for r in requests]
+
+
+def test_requests_of_one_turn_are_decided_together_in_order() -> None:
+    decide = Recorder()
+    sizes: list[int] = []
+
+    async def main() -> list:
+        coalescer = Coalescer(decide, max_batch=64, on_flush=sizes.append)
+        together = await asyncio.gather(*(coalescer.decide(f"R{i}") for i in range(5)))
+        alone = await coalescer.decide("R5")
+        return [*together, alone]
+
+    answers = asyncio.run(main())
+    assert decide.groups == [["R0", "R1", "R2", "R3", "R4"], ["R5"]]
+    assert answers == [f"answer to R{i}" for i in range(6)]
+    assert sizes == [5, 1]
+
+
+def test_a_group_is_at_most_max_batch() -> None:
+    decide = Recorder()
+
+    async def main() -> list:
+        coalescer = Coalescer(decide, max_batch=2)
+        return await asyncio.gather(*(coalescer.decide(f"R{i}") for i in range(5)))
+
+    assert asyncio.run(main()) == [f"answer to R{i}" for i in range(5)]
+    assert decide.groups == [["R0", "R1"], ["R2", "R3"], ["R4"]]
+
+
+def test_a_failed_group_fails_every_caller_in_it() -> None:
+    async def main() -> list:
+        coalescer = Coalescer(Recorder(fail=True))
+        return await asyncio.gather(
+            *(coalescer.decide(f"R{i}") for i in range(3)), return_exceptions=True
+        )
+
+    results = asyncio.run(main())
+    assert all(isinstance(r, AuditUnavailable) for r in results)
+
+
+def test_max_batch_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="max_batch"):
+        Coalescer(Recorder(), max_batch=0)
+
+
+def test_concurrent_requests_get_the_answers_they_would_get_one_by_one(
+    settings: Settings, clock: Clock, champion_loader: object
+) -> None:
+    """Sent at once through the real app (one group), and one by one (a fresh audit log):
+    the same decisions, velocity counts, replays and 409s."""
+    requests = [
+        body("C1"),
+        body("C2"),
+        body("C3"),  # the buyer's third approval today: VELOCITY_LIMIT
+        body("C1"),  # the same request again: a replay
+        body("C2", paid_amount="10.00"),  # another request under C2: 409
+        body("C4", paid_amount="300.00"),
+        body("C5", buyer_id="B_GOOD2"),
+    ]
+
+    async def run(app_settings: Settings, at_once: bool) -> tuple[list, str]:
+        app = create_app(app_settings, clock=clock)
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+                post = lambda payload: client.post(URL, json=payload, headers=DECIDER)  # noqa: E731
+                if at_once:
+                    replies = await asyncio.gather(*(post(r) for r in requests))
+                else:
+                    replies = [await post(r) for r in requests]
+                metrics = (await client.get("/metrics")).text
+        return [(r.status_code, r.json()) for r in replies], metrics
+
+    together, metrics = asyncio.run(run(settings, at_once=True))
+    alone_settings = settings.model_copy(
+        update={"audit_path": settings.audit_path.with_name("alone.db")}
+    )
+    alone, _ = asyncio.run(run(alone_settings, at_once=False))
+
+    assert [status for status, _ in together] == [200, 200, 200, 200, 409, 200, 200]
+    assert together == alone
+    decisions = [answer.get("decision") for _, answer in together]
+    assert decisions[:3] == ["auto_approve", "auto_approve", "manual_review"]
+    assert codes(together[2][1]) == ["VELOCITY_LIMIT"]
+    assert together[3][1]["replayed"] is True
+    # Grouped: fewer audit transactions than requests.
+    count = next(
+        float(line.split()[-1])
+        for line in metrics.splitlines()
+        if line.startswith('fastrefund_decisions_per_transaction_count{route="single"}')
+    )
+    assert count < len(requests)
