@@ -159,6 +159,25 @@ class AuditLog:
             _rollback(conn)
             raise
 
+    @contextmanager
+    def reading(self) -> Iterator[AuditTransaction]:
+        """A read transaction: one consistent view, nothing written, nothing locked for writers.
+
+        Raises:
+            AuditUnavailable: The log cannot be read.
+        """
+        conn = self._conn
+        try:
+            conn.execute("BEGIN")
+        except sqlite3.Error as exc:
+            raise AuditUnavailable(f"audit log {self.path}: {exc}") from exc
+        try:
+            yield AuditTransaction(conn)
+        except sqlite3.Error as exc:
+            raise AuditUnavailable(f"audit log {self.path}: {exc}") from exc
+        finally:
+            _rollback(conn)
+
     def get(self, refund_id: str) -> DecisionRecord | None:
         """The stored decision for a refund, if any.
 
@@ -228,6 +247,9 @@ class AuditTransaction:
 
     def get_many(self, refund_ids: Sequence[str]) -> dict[str, DecisionRecord]:
         """The stored decisions among these refund ids, in one statement."""
+        if len(refund_ids) == 1:  # the plain statement is cheaper than json_each
+            stored = self.get(refund_ids[0])
+            return {} if stored is None else {stored.refund_id: stored}
         rows = self._conn.execute(
             "SELECT * FROM decisions WHERE refund_id IN (SELECT value FROM json_each(?))",
             (json.dumps(list(refund_ids)),),
@@ -236,11 +258,15 @@ class AuditTransaction:
 
     def approvals_many(self, buyer_ids: Iterable[str], now: float) -> dict[str, tuple[int, int]]:
         """`approvals` for many buyers in one statement (buyers without any are left out)."""
+        buyers = sorted(set(buyer_ids))
+        if len(buyers) == 1:
+            counts = self.approvals(buyers[0], now)
+            return {buyers[0]: counts} if counts[1] else {}
         rows = self._conn.execute(
             "SELECT buyer_id, SUM(decided_at > ?), COUNT(*) FROM decisions "
             "WHERE buyer_id IN (SELECT value FROM json_each(?)) "
             "AND decision = 'auto_approve' AND decided_at > ? GROUP BY buyer_id",
-            (now - DAY_SECONDS, json.dumps(sorted(set(buyer_ids))), now - 30 * DAY_SECONDS),
+            (now - DAY_SECONDS, json.dumps(buyers), now - 30 * DAY_SECONDS),
         )
         return {buyer: (int(day), int(month)) for buyer, day, month in rows}
 

@@ -188,6 +188,23 @@ class Service:
         Raises:
             AuditUnavailable: The audit log cannot be written; nothing is answered.
         """
+        return self._decide(requests, commit=True)
+
+    def evaluate(self, requests: Sequence[DecisionRequest]) -> list[Outcome]:
+        """What `decide` would answer now, without recording anything (a dry run).
+
+        The same lookup, rules (velocity counted from the audit log as it stands), score
+        and answer; nothing is written, no metric is counted, and the audit log's write lock
+        is not taken. A refund_id already decided gets its stored answer (replayed) or a 409,
+        as `decide` would give. For notebooks, what-if tools and the benchmark of the
+        decision itself.
+
+        Raises:
+            AuditUnavailable: The audit log cannot be read.
+        """
+        return self._decide(requests, commit=False)
+
+    def _decide(self, requests: Sequence[DecisionRequest], commit: bool) -> list[Outcome]:
         audit = self.open_audit()
         now = self.clock()
         champion = self.champion  # one model for the whole batch, even across a reload
@@ -203,8 +220,8 @@ class Service:
         )
         outcomes: list[Outcome] = []
         made: list[tuple[str, list[rules.Failure]]] = []
-        single = len(requests) == 1
-        with audit.transaction() as tx:
+        single = commit and len(requests) == 1
+        with audit.transaction() if commit else audit.reading() as tx:
             if not single:
                 known = tx.get_many([request.refund_id for request in requests])
                 approvals = tx.approvals_many((r.order.buyer_id for r in requests), now)
@@ -218,7 +235,7 @@ class Service:
                 else:
                     previous = known.get(request.refund_id)
                     if previous is not None:  # decided before, or earlier in this batch
-                        outcomes.append(self._replay(previous, request_hash))
+                        outcomes.append(self._replay(previous, request_hash, commit))
                         continue
                     counts = approvals.get(buyer_id, (0, 0))
                 score = scores[i] if scores is not None else None
@@ -228,7 +245,7 @@ class Service:
                 if single:
                     if not tx.insert(record):  # the refund_id was decided before
                         previous = tx.get(request.refund_id)
-                        outcomes.append(self._replay(previous, request_hash))  # type: ignore[arg-type]
+                        outcomes.append(self._replay(previous, request_hash, commit))  # type: ignore[arg-type]
                         continue
                 else:
                     known[request.refund_id] = record
@@ -237,10 +254,12 @@ class Service:
                         approvals[buyer_id] = (counts[0] + 1, counts[1] + 1)
                 outcomes.append(outcome)
                 made.append((record.decision, failed))
-            if pending and tx.insert_many(pending) != len(pending):
+            if commit and pending and tx.insert_many(pending) != len(pending):
                 # Cannot happen: the transaction holds the write lock and every refund id
                 # already stored was looked up in it. Roll back rather than answer.
                 raise AuditUnavailable(f"audit log {audit.path}: a batch insert was ignored")
+        if not commit:
+            return outcomes
         # Counted only once committed: a rolled-back batch decided nothing. Tallied first, so
         # a batch increments each counter once (each increment takes the counter's lock).
         decisions = Counter(decision for decision, _ in made)
@@ -326,16 +345,18 @@ class Service:
             child = cache[label] = counter.labels(label)
         child.inc(n)
 
-    def _replay(self, stored: DecisionRecord, request_hash: str) -> Outcome:
+    def _replay(self, stored: DecisionRecord, request_hash: str, count: bool = True) -> Outcome:
         if stored.request_hash != request_hash:
-            self.metrics.conflicts.inc()
+            if count:
+                self.metrics.conflicts.inc()
             body = {
                 "detail": f"refund_id {stored.refund_id} was already decided for a "
                 "different request",
                 "refund_id": stored.refund_id,
             }
             return Outcome(409, body, _json(body))
-        self.metrics.replays.inc()
+        if count:
+            self.metrics.replays.inc()
         body = json.loads(stored.response)
         body["replayed"] = True
         return Outcome(200, body, _json(body))

@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 
 from serving.config import Settings
 from serving.rules import APPROVAL_NOTE
+from serving.schemas import DecisionRequest
 from tests.serving.conftest import (
     ADMIN,
     DAY,
@@ -534,3 +535,23 @@ def test_default_tokens_are_refused_outside_development() -> None:
         admin_tokens=["a" * 32],
     )
     assert "d" * 32 not in repr(settings)
+
+
+def test_evaluate_answers_like_decide_and_records_nothing(client: TestClient) -> None:
+    service = client.app.state.service  # type: ignore[attr-defined]
+    request = DecisionRequest.model_validate(body("EV1"))
+    dry = service.evaluate([request])[0]
+    assert dry.status == 200 and dry.body["decision"] == "auto_approve"
+    assert client.get(f"{URL}/EV1", headers=DECIDER).status_code == 404
+    assert "fastrefund_decisions_total" not in client.get("/metrics").text.replace(
+        "# HELP fastrefund_decisions_total", ""
+    ).replace("# TYPE fastrefund_decisions_total", "")
+    answer = decide(client, body("EV1"))
+    assert {**dry.body, "decided_at": None} == {**answer, "decided_at": None}
+    assert service.evaluate([request])[0].body["replayed"] is True
+    other = DecisionRequest.model_validate(body("EV1", paid_amount="1.00"))
+    assert service.evaluate([other])[0].status == 409
+    decide(client, body("EV2"))  # the buyer's second approval today
+    third = service.evaluate([DecisionRequest.model_validate(body("EV3"))])[0]
+    assert codes(third.body) == ["VELOCITY_LIMIT"]
+    assert client.get(f"{URL}/EV3", headers=DECIDER).status_code == 404
