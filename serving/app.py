@@ -170,13 +170,19 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _checkpoint_audit(service: Service, every_seconds: float = 0.25) -> None:
-    """Fold the audit WAL into the database, so no request's commit pays for it: the bulk
-    in a thread, then the few frames committed meanwhile on the loop (between requests)."""
+    """Fold the audit WAL into the database, so no request's commit pays for it.
+
+    Two passes in a thread copy the bulk, then what was committed during the first (a few
+    milliseconds' worth); then the frames committed during the second are copied on the loop,
+    between requests, so that every frame is checkpointed and the next commit rewinds the WAL
+    (see `AuditLog.finish_checkpoint`). The loop's part is short because the second pass is.
+    """
     while True:
         await asyncio.sleep(every_seconds)
         audit = service.audit
         if audit is not None:
             try:
+                await asyncio.to_thread(audit.checkpoint)
                 await asyncio.to_thread(audit.checkpoint)
                 audit.finish_checkpoint()
             except Exception as exc:  # noqa: BLE001 - the next request reports a real outage

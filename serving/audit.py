@@ -7,12 +7,15 @@ limits (auto-approvals per buyer, counted from the records).
 from __future__ import annotations
 
 import json
+import math
 import operator
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
+
+import numpy as np
 
 from serving.store import connect
 
@@ -27,14 +30,22 @@ CREATE TABLE IF NOT EXISTS decisions (
     decision TEXT NOT NULL,
     decided_at REAL NOT NULL,
     request TEXT NOT NULL,
-    features TEXT NOT NULL,
+    features BLOB NOT NULL,
     model_name TEXT,
     model_version TEXT,
     policy_version TEXT NOT NULL,
-    response TEXT NOT NULL
+    response TEXT NOT NULL,
+    snapshot TEXT
 );
 CREATE INDEX IF NOT EXISTS approvals_by_buyer
     ON decisions (buyer_id, decided_at) WHERE decision = 'auto_approve';
+CREATE TABLE IF NOT EXISTS snapshots (
+    id TEXT PRIMARY KEY,
+    as_of TEXT NOT NULL,
+    feature_set_version TEXT NOT NULL,
+    feature_columns TEXT NOT NULL,
+    materialized_at TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS admin_actions (
     id INTEGER PRIMARY KEY,
     at REAL NOT NULL,
@@ -45,6 +56,12 @@ CREATE TABLE IF NOT EXISTS admin_actions (
     detail TEXT NOT NULL
 );
 """
+# A decision's feature vector is stored as the online store holds it: float64 little-endian
+# (440 bytes for 55 features; NaN for a missing value), in the column order of its snapshot,
+# described once in `snapshots` (the store's generation, date, feature set and columns).
+# Empty when the buyer was unknown or the store unavailable. `AuditLog.features` reads it
+# back. Logs written before `snapshot` existed hold the features as JSON text; they are
+# extended in place on open and read back the same way.
 
 
 class AuditUnavailable(RuntimeError):
@@ -62,11 +79,12 @@ class DecisionRecord:
     decision: str
     decided_at: float
     request: str
-    features: str
+    features: bytes | str  # float64 vector (see SCHEMA); JSON text in logs from before
     model_name: str | None
     model_version: str | None
     policy_version: str
     response: str
+    snapshot: str | None  # snapshots.id of the features; None when the store was unavailable
 
 
 class AuditLog:
@@ -90,6 +108,9 @@ class AuditLog:
             # Checkpoints run in the background (`checkpoint`, then `finish_checkpoint`), not
             # inside a request's commit; this is only the backstop if they stop.
             conn.execute("PRAGMA wal_autocheckpoint=10000")
+            columns = {row[1] for row in conn.execute("PRAGMA table_info(decisions)")}
+            if columns and "snapshot" not in columns:  # a log from before snapshots
+                conn.execute("ALTER TABLE decisions ADD COLUMN snapshot TEXT")
             conn.executescript(SCHEMA)
         except (OSError, sqlite3.Error) as exc:
             raise AuditUnavailable(f"audit log {path}: {exc}") from exc
@@ -189,6 +210,38 @@ class AuditLog:
         except sqlite3.Error as exc:
             raise AuditUnavailable(f"audit log {self.path}: {exc}") from exc
 
+    def features(self, refund_id: str) -> dict | None:
+        """The feature vector a decision was made with, as the audit record keeps it.
+
+        Returns:
+            None when the refund was never decided; else `{"as_of", "feature_set_version",
+            "values"}`, `values` mapping each feature to its value (None when missing), or
+            None itself when the buyer was unknown or the store unavailable.
+
+        Raises:
+            AuditUnavailable: The log cannot be read.
+        """
+        try:
+            row = self._conn.execute(
+                "SELECT d.features, s.as_of, s.feature_set_version, s.feature_columns "
+                "FROM decisions AS d LEFT JOIN snapshots AS s ON s.id = d.snapshot "
+                "WHERE d.refund_id = ?",
+                (refund_id,),
+            ).fetchone()
+        except sqlite3.Error as exc:
+            raise AuditUnavailable(f"audit log {self.path}: {exc}") from exc
+        if row is None:
+            return None
+        vector, as_of, feature_set_version, columns = row
+        if isinstance(vector, str):  # written before snapshots: JSON of the same shape
+            return json.loads(vector)
+        values = None
+        if vector and columns:
+            names = json.loads(columns)
+            numbers = np.frombuffer(vector, dtype="<f8").tolist()
+            values = {n: None if math.isnan(v) else v for n, v in zip(names, numbers, strict=True)}
+        return {"as_of": as_of, "feature_set_version": feature_set_version, "values": values}
+
     def record_admin_action(
         self, at: float, actor: str, action: str, target: str, reason: str, detail: str
     ) -> None:
@@ -207,7 +260,7 @@ class AuditLog:
             raise AuditUnavailable(f"audit log {self.path}: {exc}") from exc
 
 
-_INSERT = "INSERT OR IGNORE INTO decisions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_INSERT = "INSERT OR IGNORE INTO decisions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 _FIELDS = tuple(field.name for field in fields(DecisionRecord))
 
 
@@ -269,6 +322,26 @@ class AuditTransaction:
             (now - DAY_SECONDS, json.dumps(buyers), now - 30 * DAY_SECONDS),
         )
         return {buyer: (int(day), int(month)) for buyer, day, month in rows}
+
+    def record_snapshot(
+        self,
+        snapshot_id: str,
+        as_of: str,
+        feature_set_version: str,
+        feature_columns: Sequence[str],
+        materialized_at: str,
+    ) -> None:
+        """Describe a store snapshot the decisions' feature vectors refer to (once)."""
+        self._conn.execute(
+            "INSERT OR IGNORE INTO snapshots VALUES (?, ?, ?, ?, ?)",
+            (
+                snapshot_id,
+                as_of,
+                feature_set_version,
+                json.dumps(list(feature_columns)),
+                materialized_at,
+            ),
+        )
 
     def insert(self, record: DecisionRecord) -> bool:
         """Store a decision unless its refund_id is already stored; True when stored."""

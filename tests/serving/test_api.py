@@ -150,16 +150,52 @@ def test_the_audit_record_holds_request_features_model_and_policy(
     client: TestClient, settings: Settings
 ) -> None:
     decide(client, body("RF-AUDIT"))
+    decide(client, body("RF-NAN", buyer_id="B_NAN"))
+    decide(client, body("RF-NOBODY", buyer_id="B_UNKNOWN"))
     with sqlite3.connect(settings.audit_path) as db:
         row = db.execute(
-            "SELECT request, features, model_version, policy_version, decision, response "
+            "SELECT request, model_version, policy_version, decision, response "
             "FROM decisions WHERE refund_id = 'RF-AUDIT'"
         ).fetchone()
-    request, features, model_version, policy_version, decision, response = row
+    request, model_version, policy_version, decision, response = row
     assert json.loads(request)["order"]["paid_amount"] == "299.99"
-    assert json.loads(features)["values"] == {"score_hint": 0.01, "orders_total": 10.0}
     assert (model_version, policy_version, decision) == ("7", "2025-06-01.1", "auto_approve")
     assert json.loads(response)["note"] == APPROVAL_NOTE
+    audit = client.app.state.service.audit  # type: ignore[attr-defined]
+    assert audit.features("RF-AUDIT") == {
+        "as_of": "2025-06-15",
+        "feature_set_version": "test-v1",
+        "values": {"score_hint": 0.01, "orders_total": 10.0},
+    }
+    assert audit.features("RF-NAN")["values"] == {"score_hint": None, "orders_total": 10.0}
+    assert audit.features("RF-NOBODY")["values"] is None
+    assert audit.features("RF-NEVER") is None
+
+
+def test_an_audit_log_from_before_snapshots_is_extended_and_still_read(
+    settings: Settings, make_client: Callable[..., TestClient]
+) -> None:
+    """Logs written with the features as JSON text keep their records, readable as before."""
+    old = {"as_of": "2025-06-01", "feature_set_version": "v1", "values": {"x": 1.5, "y": None}}
+    with sqlite3.connect(settings.audit_path) as db:
+        db.execute(
+            "CREATE TABLE decisions (refund_id TEXT PRIMARY KEY, request_hash TEXT NOT NULL, "
+            "buyer_id TEXT NOT NULL, shop_id TEXT NOT NULL, decision TEXT NOT NULL, "
+            "decided_at REAL NOT NULL, request TEXT NOT NULL, features TEXT NOT NULL, "
+            "model_name TEXT, model_version TEXT, policy_version TEXT NOT NULL, "
+            "response TEXT NOT NULL)"
+        )
+        db.execute(
+            "INSERT INTO decisions VALUES ('RF-OLD', 'h', 'B_GOOD', 'S_OK', 'manual_review', "
+            "1.0, '{}', ?, 'buyer-quality', '6', 'p', '{\"refund_id\": \"RF-OLD\"}')",
+            (json.dumps(old),),
+        )
+    client = make_client()
+    decide(client, body("RF-NEW"))
+    audit = client.app.state.service.audit  # type: ignore[attr-defined]
+    assert audit.features("RF-OLD") == old
+    assert audit.features("RF-NEW")["values"] == {"score_hint": 0.01, "orders_total": 10.0}
+    assert client.get(f"{URL}/RF-OLD", headers=DECIDER).json() == {"refund_id": "RF-OLD"}
 
 
 @pytest.mark.parametrize(

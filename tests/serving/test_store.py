@@ -48,7 +48,7 @@ def test_a_batch_lookup_equals_one_lookup_per_pair(tmp_path: Path) -> None:
 
 def _record(refund_id: str, buyer_id: str, decision: str, at: float) -> DecisionRecord:
     return DecisionRecord(
-        refund_id, "h", buyer_id, "S_OK", decision, at, "{}", "{}", "m", "1", "p", "{}"
+        refund_id, "h", buyer_id, "S_OK", decision, at, "{}", b"", "m", "1", "p", "{}", None
     )
 
 
