@@ -16,6 +16,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
+from pydantic_core import to_json
 
 from serving.store import connect
 
@@ -93,6 +94,8 @@ class AuditLog:
     def __init__(self, conn: sqlite3.Connection, path: Path):
         self._conn = conn
         self.path = path
+        # Snapshots this connection has seen committed in `snapshots` (described once).
+        self.snapshots_recorded: set[str] = set()
 
     @classmethod
     def open(cls, path: str | Path, synchronous: str = "NORMAL") -> AuditLog:
@@ -269,6 +272,11 @@ _FIELDS = tuple(field.name for field in fields(DecisionRecord))
 _row: Callable[[DecisionRecord], tuple] = operator.attrgetter(*_FIELDS)
 
 
+def _json_text(values: list) -> str:
+    # A statement's json_each parameter: pydantic's serializer, ~5x faster than json.dumps.
+    return to_json(values).decode()
+
+
 def _rollback(conn: sqlite3.Connection) -> None:
     try:
         conn.execute("ROLLBACK")
@@ -305,7 +313,7 @@ class AuditTransaction:
             return {} if stored is None else {stored.refund_id: stored}
         rows = self._conn.execute(
             "SELECT * FROM decisions WHERE refund_id IN (SELECT value FROM json_each(?))",
-            (json.dumps(list(refund_ids)),),
+            (_json_text(list(refund_ids)),),
         )
         return {row[0]: DecisionRecord(*row) for row in rows}
 
@@ -319,7 +327,7 @@ class AuditTransaction:
             "SELECT buyer_id, SUM(decided_at > ?), COUNT(*) FROM decisions "
             "WHERE buyer_id IN (SELECT value FROM json_each(?)) "
             "AND decision = 'auto_approve' AND decided_at > ? GROUP BY buyer_id",
-            (now - DAY_SECONDS, json.dumps(buyers), now - 30 * DAY_SECONDS),
+            (now - DAY_SECONDS, _json_text(buyers), now - 30 * DAY_SECONDS),
         )
         return {buyer: (int(day), int(month)) for buyer, day, month in rows}
 

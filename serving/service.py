@@ -233,7 +233,10 @@ class Service:
         made: list[tuple[str, list[rules.Failure]]] = []
         single = commit and len(requests) == 1
         with audit.transaction() if commit else audit.reading() as tx:
-            if commit and meta is not None:  # described once per log (INSERT OR IGNORE)
+            describe = (
+                commit and meta is not None and context.snapshot not in audit.snapshots_recorded
+            )
+            if describe:  # once per log; the records refer to it
                 tx.record_snapshot(
                     context.snapshot,  # type: ignore[arg-type]
                     meta.as_of,  # type: ignore[union-attr]
@@ -279,6 +282,8 @@ class Service:
                 raise AuditUnavailable(f"audit log {audit.path}: a batch insert was ignored")
         if not commit:
             return outcomes
+        if describe:  # committed
+            audit.snapshots_recorded.add(context.snapshot)  # type: ignore[arg-type]
         # Counted only once committed: a rolled-back batch decided nothing. Tallied first, so
         # a batch increments each counter once (each increment takes the counter's lock).
         decisions = Counter(decision for decision, _ in made)

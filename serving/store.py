@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from pydantic_core import to_json
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -298,7 +299,7 @@ class OnlineStore:
         if len(pairs) == 1:
             return [self._conn.execute(_LOOKUP, pairs[0]).fetchone()]
         rows: list[tuple | None] = [None] * len(pairs)
-        for row in self._conn.execute(_LOOKUP_MANY, (json.dumps(pairs),)):
+        for row in self._conn.execute(_LOOKUP_MANY, (to_json(pairs).decode(),)):
             rows[row[13]] = row
         if any(row is None for row in rows):  # cannot happen: json_each yields every pair
             raise StoreUnavailable(f"online store {self.path}: a batch lookup lost rows")
