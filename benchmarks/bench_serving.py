@@ -6,7 +6,9 @@ registers a LightGBM champion in a temporary MLflow, then measures in the same r
 1. one decision in process, p50/p99: DESIGN.md's "rules + lookup + score"
    (`Service.evaluate`), and the same with the audit commit (`Service.decide`);
 2. `python -m serving run` (one worker) under wrk at 16 connections, every request a new
-   refund (no replays): decisions/s and latency percentiles;
+   refund (no replays): flat out (decisions/s and latency percentiles), then paced at
+   `--rate` (default 1,500/s: the latency at the target rate); and, as a control, the same
+   two runs on `GET /healthz`, which does nothing: the latency floor of harness and machine;
 3. the batch route (1,000 decisions a request) under wrk;
 4. `mlflow models serve --env-manager local` (one worker) on the same champion under the same
    wrk load (a one-row dataframe_split request), and the throughput ratio.
@@ -251,6 +253,32 @@ wrk.headers["Content-Type"] = "application/json"
 wrk.body = '%(body)s'
 """
 
+# Paces each wrk thread's sends to `rate / threads` a second: a clock-driven schedule of send
+# slots (LuaJIT's FFI reads CLOCK_MONOTONIC); a late slot is sent at once. wrk times each
+# request from its actual send, so a stall delays the requests behind it without being
+# charged to them (coordinated omission): the paced p99 is, if anything, flattering.
+LUA_PACE = """
+local ffi = require("ffi")
+ffi.cdef[[
+typedef struct { long tv_sec; long tv_nsec; } fr_timespec;
+int clock_gettime(int clk_id, fr_timespec *tp);
+]]
+local ts = ffi.new("fr_timespec")
+local function now_ms()
+  ffi.C.clock_gettime(1, ts)
+  return tonumber(ts.tv_sec) * 1000 + tonumber(ts.tv_nsec) / 1e6
+end
+local interval = 1000 / (%(rate)d / %(threads)d)
+local slot = nil
+delay = function()
+  local now = now_ms()
+  if slot == nil then slot = now end
+  slot = slot + interval
+  if slot < now then return 0 end
+  return slot - now
+end
+"""
+
 LUA_REPORT = """
 done = function(summary, latency, requests)
   local errors = summary.errors.status + summary.errors.connect + summary.errors.read +
@@ -327,6 +355,9 @@ def main() -> None:
     parser.add_argument(
         "--decisions", type=int, default=20_000, help="in-process decisions timed after warm-up"
     )
+    parser.add_argument(
+        "--rate", type=int, default=1500, help="decisions/s offered in the paced run"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
@@ -395,6 +426,18 @@ def main() -> None:
         results["single"] = measure(url, single, 16, args.seconds, workdir, "single")
         results["single"]["new_decisions"] = new_decisions(workdir / "audit.db", "S")
         print(f"serving single, 16 connections: {json.dumps(results['single'])}")
+        pace = LUA_PACE % {"rate": args.rate, "threads": 2}
+        paced = LUA_SINGLE % {**fill, "prefix": "P", "wrap": WRAP_SINGLE} + pace
+        results["paced"] = measure(url, paced, 16, args.seconds, workdir, "paced")
+        results["paced"]["new_decisions"] = new_decisions(workdir / "audit.db", "P")
+        print(f"serving single, paced at {args.rate}/s: {json.dumps(results['paced'])}")
+        # The control: the same server, wrk and connections on a route that does nothing
+        # (/healthz), flat out and paced: the latency floor of this harness on this machine.
+        health = f"http://127.0.0.1:{port}/healthz"
+        results["health"] = measure(health, "", 16, args.seconds, workdir, "health")
+        results["health_paced"] = measure(health, pace, 16, args.seconds, workdir, "hpaced")
+        print(f"control /healthz: {json.dumps(results['health'])}")
+        print(f"control /healthz, paced: {json.dumps(results['health_paced'])}")
         batch = LUA_SINGLE % {
             **fill,
             "prefix": "B",
@@ -470,11 +513,25 @@ def main() -> None:
             f"max {t['max_ms']:.1f} ms | {one['load_before']} / {one['load_after']} |"
         )
     print(
-        f"| HTTP, 1 worker, 16 connections, every request a new refund | "
+        f"| HTTP, 1 worker, 16 connections flat out, every request a new refund | "
         f">= 1,500 decisions/s, p99 <= 15 ms | "
         f"{s['rps']:,.0f} decisions/s, p50 {s['p50_ms']:.1f} ms, p99 {s['p99_ms']:.1f} ms, "
         f"{s['errors']} errors; {s['new_decisions']:,} new decisions audited for "
         f"{s['requests']:,} answers | {s['load_before']} / {s['load_after']} |"
+    )
+    p, h, hp = results["paced"], results["health"], results["health_paced"]
+    print(
+        f"| HTTP, 1 worker, 16 connections, paced at {args.rate:,}/s offered | "
+        f"p99 <= 15 ms at >= 1,500 decisions/s | "
+        f"{p['rps']:,.0f} decisions/s, p50 {p['p50_ms']:.1f} ms, p90 {p['p90_ms']:.1f} ms, "
+        f"p99 {p['p99_ms']:.1f} ms, {p['errors']} errors; {p['new_decisions']:,} new decisions "
+        f"audited | {p['load_before']} / {p['load_after']} |"
+    )
+    print(
+        f"| control: `GET /healthz` (does nothing), same server and wrk, flat out / paced at "
+        f"{args.rate:,}/s | (floor) | {h['rps']:,.0f}/s p50 {h['p50_ms']:.1f} ms p99 "
+        f"{h['p99_ms']:.1f} ms / {hp['rps']:,.0f}/s p50 {hp['p50_ms']:.2f} ms p99 "
+        f"{hp['p99_ms']:.1f} ms | {h['load_before']} / {hp['load_after']} |"
     )
     print(
         f"| batch route (1,000 a request), 2 connections | >= 10,000 decisions/s | "
