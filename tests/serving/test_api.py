@@ -591,3 +591,27 @@ def test_evaluate_answers_like_decide_and_records_nothing(client: TestClient) ->
     third = service.evaluate([DecisionRequest.model_validate(body("EV3"))])[0]
     assert codes(third.body) == ["VELOCITY_LIMIT"]
     assert client.get(f"{URL}/EV3", headers=DECIDER).status_code == 404
+
+
+def test_an_unexpected_failure_on_a_decision_route_is_503_never_500(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    service = client.app.state.service  # type: ignore[attr-defined]
+
+    def broken(requests: object) -> list:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(service, "decide", broken)
+    monkeypatch.setattr(client.app.state.coalescer, "_decide", broken)  # type: ignore[attr-defined]
+    for url, payload in ((URL, body("RF-BUG")), (f"{URL}/batch", {"requests": [body("RF-BUG")]})):
+        response = client.post(url, json=payload, headers=DECIDER)
+        assert response.status_code == 503
+        assert "merchant review" in response.json()["detail"]
+
+
+def test_other_methods_on_the_decision_paths_go_through_fastapi(client: TestClient) -> None:
+    # GET .../batch is the stored-decision route for a refund called "batch".
+    assert client.get(f"{URL}/batch", headers=DECIDER).status_code == 404
+    assert client.get(URL, headers=DECIDER).status_code == 405
+    slash = client.post(f"{URL}/", json=body(), headers=DECIDER, follow_redirects=False)
+    assert slash.status_code == 307  # FastAPI's redirect to the path without the slash
