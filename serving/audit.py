@@ -105,17 +105,18 @@ class AuditLog:
             AuditUnavailable: The file cannot be created or opened.
         """
         path = Path(path)
+        conn = None
         try:
             conn = connect(path, create=True)
             conn.execute(f"PRAGMA synchronous={'FULL' if synchronous == 'FULL' else 'NORMAL'}")
             # Checkpoints run in the background (`checkpoint`, then `finish_checkpoint`), not
             # inside a request's commit; this is only the backstop if they stop.
             conn.execute("PRAGMA wal_autocheckpoint=10000")
-            columns = {row[1] for row in conn.execute("PRAGMA table_info(decisions)")}
-            if columns and "snapshot" not in columns:  # a log from before snapshots
-                conn.execute("ALTER TABLE decisions ADD COLUMN snapshot TEXT")
+            _upgrade(conn)
             conn.executescript(SCHEMA)
         except (OSError, sqlite3.Error) as exc:
+            if conn is not None:
+                conn.close()
             raise AuditUnavailable(f"audit log {path}: {exc}") from exc
         return cls(conn, path)
 
@@ -263,8 +264,26 @@ class AuditLog:
             raise AuditUnavailable(f"audit log {self.path}: {exc}") from exc
 
 
-_INSERT = "INSERT OR IGNORE INTO decisions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 _FIELDS = tuple(field.name for field in fields(DecisionRecord))
+_INSERT = (
+    f"INSERT OR IGNORE INTO decisions ({', '.join(_FIELDS)}) "
+    f"VALUES ({', '.join('?' * len(_FIELDS))})"
+)
+
+
+def _upgrade(conn: sqlite3.Connection) -> None:
+    """Extend a log written before `snapshots` (features as JSON text) in place: one more
+    column; its records stay as they are. One way: older code cannot write the new rows.
+    Under the write lock, so workers opening the same old log together upgrade it once."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(decisions)")}
+        if columns and "snapshot" not in columns:
+            conn.execute("ALTER TABLE decisions ADD COLUMN snapshot TEXT")
+        conn.execute("COMMIT")
+    except BaseException:
+        _rollback(conn)
+        raise
 
 
 # A record's fields as a row, in one C call (not dataclasses.astuple: it deep-copies every

@@ -15,10 +15,14 @@ window, and nothing is ever held back to fill a batch.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Sequence
 
+from serving.audit import AuditUnavailable
 from serving.schemas import DecisionRequest
 from serving.service import Outcome
+
+logger = logging.getLogger("serving")
 
 Decide = Callable[[Sequence[DecisionRequest]], list[Outcome]]
 
@@ -50,8 +54,10 @@ class Coalescer:
         """This request's outcome, decided with whatever arrived in the same turn.
 
         Raises:
-            Whatever `decide` raised for the group (e.g. AuditUnavailable): nothing of the
-            group was answered or stored.
+            AuditUnavailable: The group could not be stored; none of it was answered.
+            Exception: What deciding this request alone raised (a group that fails
+                otherwise is decided again one request at a time, so one bad request does
+                not take its neighbours down).
         """
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Outcome] = loop.create_future()
@@ -70,13 +76,43 @@ class Coalescer:
         # still decided and audited like any other that reached the service.
         try:
             outcomes = self._decide([request for request, _ in group])
-        except Exception as exc:  # noqa: BLE001 - every caller of the group gets the error
+        except AuditUnavailable as exc:  # nothing of the group was stored: all get the 503
             for _, future in group:
-                if not future.done():
-                    future.set_exception(exc)
+                _fail(future, exc)
             return
-        if self._on_flush is not None:
-            self._on_flush(len(group))
+        except Exception as exc:  # noqa: BLE001 - a bug or a bad row: find whose it is
+            if len(group) == 1:
+                _fail(group[0][1], exc)
+                return
+            # The group was rolled back; decided one by one, only the request that fails
+            # alone gets the error (a 503), and the others their answers.
+            for request, future in group:
+                try:
+                    outcome = self._decide([request])[0]
+                except Exception as alone:  # noqa: BLE001
+                    _fail(future, alone)
+                else:
+                    if not future.done():
+                        future.set_result(outcome)
+            return
         for (_, future), outcome in zip(group, outcomes, strict=True):
             if not future.done():
                 future.set_result(outcome)
+        if self._on_flush is not None:
+            try:
+                self._on_flush(len(group))
+            except Exception:  # noqa: BLE001 - a metric must not take the answers down
+                logger.exception("coalescer: on_flush failed")
+
+
+def _fail(future: asyncio.Future, exc: Exception) -> None:
+    """Fail one caller with its own copy of `exc` (one shared instance would gather every
+    caller's traceback)."""
+    if future.done():
+        return
+    try:
+        own = type(exc)(*exc.args)
+        own.__cause__ = exc.__cause__
+    except Exception:  # noqa: BLE001 - an exception type that cannot be rebuilt
+        own = exc
+    future.set_exception(own)

@@ -204,10 +204,11 @@ class Service:
         """What `decide` would answer now, without recording anything (a dry run).
 
         The same lookup, rules (velocity counted from the audit log as it stands), score
-        and answer; nothing is written, no metric is counted, and the audit log's write lock
-        is not taken. A refund_id already decided gets its stored answer (replayed) or a 409,
-        as `decide` would give. For notebooks, what-if tools and the benchmark of the
-        decision itself.
+        and answer; no decision is stored or counted, and the audit log's write lock is not
+        taken (opening the log may still create it, and a dependency failure met on the way
+        is counted in `fastrefund_unavailable` like any other). A refund_id already decided
+        gets its stored answer (replayed) or a 409, as `decide` would give. For notebooks,
+        what-if tools and the benchmark of the decision itself.
 
         Raises:
             AuditUnavailable: The audit log cannot be read.

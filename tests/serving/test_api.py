@@ -4,13 +4,16 @@ fail-closed behaviour and metrics (stub champion over a hand-made online store).
 from __future__ import annotations
 
 import json
+import multiprocessing
 import sqlite3
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
+from serving.audit import AuditLog
 from serving.config import Settings
 from serving.rules import APPROVAL_NOTE
 from serving.schemas import DecisionRequest
@@ -170,6 +173,42 @@ def test_the_audit_record_holds_request_features_model_and_policy(
     assert audit.features("RF-NAN")["values"] == {"score_hint": None, "orders_total": 10.0}
     assert audit.features("RF-NOBODY")["values"] is None
     assert audit.features("RF-NEVER") is None
+
+
+def _open_when_all_are_ready(path: Path, barrier: Any, errors: Any) -> None:
+    barrier.wait()
+    try:
+        AuditLog.open(path).close()
+    except Exception as exc:  # noqa: BLE001 - reported to the parent
+        errors.put(repr(exc))
+
+
+def test_workers_opening_an_old_audit_log_together_all_succeed(tmp_path: Path) -> None:
+    """Worker processes starting together on a log from before snapshots upgrade it once."""
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as db:
+        db.execute(
+            "CREATE TABLE decisions (refund_id TEXT PRIMARY KEY, request_hash TEXT NOT NULL, "
+            "buyer_id TEXT NOT NULL, shop_id TEXT NOT NULL, decision TEXT NOT NULL, "
+            "decided_at REAL NOT NULL, request TEXT NOT NULL, features TEXT NOT NULL, "
+            "model_name TEXT, model_version TEXT, policy_version TEXT NOT NULL, "
+            "response TEXT NOT NULL)"
+        )
+    context = multiprocessing.get_context("fork")
+    barrier, errors = context.Barrier(4), context.Queue()
+    workers = [
+        context.Process(target=_open_when_all_are_ready, args=(path, barrier, errors))
+        for _ in range(4)
+    ]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=60)
+    assert [worker.exitcode for worker in workers] == [0, 0, 0, 0]
+    assert errors.empty(), errors.get()
+    with sqlite3.connect(path) as db:
+        columns = [row[1] for row in db.execute("PRAGMA table_info(decisions)")]
+    assert columns.count("snapshot") == 1
 
 
 def test_an_audit_log_from_before_snapshots_is_extended_and_still_read(

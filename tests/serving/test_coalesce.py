@@ -70,6 +70,40 @@ def test_a_failed_group_fails_every_caller_in_it() -> None:
     assert all(isinstance(r, AuditUnavailable) for r in results)
 
 
+def test_one_bad_request_fails_alone_and_its_group_is_decided_one_by_one() -> None:
+    calls: list[list[str]] = []
+
+    def decide(requests: Sequence[str]) -> list[str]:
+        calls.append(list(requests))
+        if "BAD" in requests:
+            raise RuntimeError("a bug on this row")
+        return [f"answer to {r}" for r in requests]
+
+    async def main() -> list:
+        coalescer = Coalescer(decide)
+        names = ["R0", "BAD", "R2"]
+        return await asyncio.gather(
+            *(coalescer.decide(name) for name in names), return_exceptions=True
+        )
+
+    first, bad, third = asyncio.run(main())
+    assert (first, third) == ("answer to R0", "answer to R2")
+    assert isinstance(bad, RuntimeError)
+    assert calls == [["R0", "BAD", "R2"], ["R0"], ["BAD"], ["R2"]]
+
+
+def test_a_failing_flush_metric_does_not_hold_the_answers() -> None:
+    def broken_metric(size: int) -> None:
+        raise ValueError("metric down")
+
+    async def main() -> list:
+        coalescer = Coalescer(Recorder(), on_flush=broken_metric)
+        together = await asyncio.gather(*(coalescer.decide(f"R{i}") for i in range(3)))
+        return [*together, await asyncio.wait_for(coalescer.decide("R3"), timeout=5)]
+
+    assert asyncio.run(main()) == [f"answer to R{i}" for i in range(4)]
+
+
 def test_max_batch_must_be_positive() -> None:
     with pytest.raises(ValueError, match="max_batch"):
         Coalescer(Recorder(), max_batch=0)
