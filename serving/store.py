@@ -102,10 +102,24 @@ def connect(path: str | Path, create: bool = False) -> sqlite3.Connection:
         check_same_thread=False,
         timeout=5.0,
     )
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("PRAGMA busy_timeout=5000")
+    _wal(conn)
+    conn.execute("PRAGMA synchronous=NORMAL")
     return conn
+
+
+def _wal(conn: sqlite3.Connection, attempts: int = 50) -> None:
+    """Put the database in WAL mode. Switching a file that is not in WAL yet needs it to
+    itself, and SQLite refuses at once (no busy wait) while another connection, such as a
+    second worker starting on the same new file, reads it: retried for up to ~5 s."""
+    for attempt in range(attempts):
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == attempts - 1:
+                raise
+            time.sleep(0.1)
 
 
 def write_snapshot(
