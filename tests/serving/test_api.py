@@ -175,6 +175,16 @@ def test_the_audit_record_holds_request_features_model_and_policy(
     assert audit.features("RF-NEVER") is None
 
 
+# The decisions table as logs written before `snapshots` have it (features as JSON text).
+OLD_DECISIONS_TABLE = (
+    "CREATE TABLE decisions (refund_id TEXT PRIMARY KEY, request_hash TEXT NOT NULL, "
+    "buyer_id TEXT NOT NULL, shop_id TEXT NOT NULL, decision TEXT NOT NULL, "
+    "decided_at REAL NOT NULL, request TEXT NOT NULL, features TEXT NOT NULL, "
+    "model_name TEXT, model_version TEXT, policy_version TEXT NOT NULL, "
+    "response TEXT NOT NULL)"
+)
+
+
 def _open_when_all_are_ready(path: Path, barrier: Any, errors: Any) -> None:
     barrier.wait()
     try:
@@ -187,13 +197,7 @@ def test_workers_opening_an_old_audit_log_together_all_succeed(tmp_path: Path) -
     """Worker processes starting together on a log from before snapshots upgrade it once."""
     path = tmp_path / "old.db"
     with sqlite3.connect(path) as db:
-        db.execute(
-            "CREATE TABLE decisions (refund_id TEXT PRIMARY KEY, request_hash TEXT NOT NULL, "
-            "buyer_id TEXT NOT NULL, shop_id TEXT NOT NULL, decision TEXT NOT NULL, "
-            "decided_at REAL NOT NULL, request TEXT NOT NULL, features TEXT NOT NULL, "
-            "model_name TEXT, model_version TEXT, policy_version TEXT NOT NULL, "
-            "response TEXT NOT NULL)"
-        )
+        db.execute(OLD_DECISIONS_TABLE)
     context = multiprocessing.get_context("fork")
     barrier, errors = context.Barrier(4), context.Queue()
     workers = [
@@ -217,13 +221,7 @@ def test_an_audit_log_from_before_snapshots_is_extended_and_still_read(
     """Logs written with the features as JSON text keep their records, readable as before."""
     old = {"as_of": "2025-06-01", "feature_set_version": "v1", "values": {"x": 1.5, "y": None}}
     with sqlite3.connect(settings.audit_path) as db:
-        db.execute(
-            "CREATE TABLE decisions (refund_id TEXT PRIMARY KEY, request_hash TEXT NOT NULL, "
-            "buyer_id TEXT NOT NULL, shop_id TEXT NOT NULL, decision TEXT NOT NULL, "
-            "decided_at REAL NOT NULL, request TEXT NOT NULL, features TEXT NOT NULL, "
-            "model_name TEXT, model_version TEXT, policy_version TEXT NOT NULL, "
-            "response TEXT NOT NULL)"
-        )
+        db.execute(OLD_DECISIONS_TABLE)
         db.execute(
             "INSERT INTO decisions VALUES ('RF-OLD', 'h', 'B_GOOD', 'S_OK', 'manual_review', "
             "1.0, '{}', ?, 'buyer-quality', '6', 'p', '{\"refund_id\": \"RF-OLD\"}')",
