@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from pydantic_core import to_json
 
-from serving.store import connect
+from serving.store import StoreMeta, connect
 
 DAY_SECONDS = 86_400.0
 
@@ -350,24 +350,12 @@ class AuditTransaction:
         )
         return {buyer: (int(day), int(month)) for buyer, day, month in rows}
 
-    def record_snapshot(
-        self,
-        snapshot_id: str,
-        as_of: str,
-        feature_set_version: str,
-        feature_columns: Sequence[str],
-        materialized_at: str,
-    ) -> None:
+    def record_snapshot(self, snapshot_id: str, meta: StoreMeta) -> None:
         """Describe a store snapshot the decisions' feature vectors refer to (once)."""
+        columns = json.dumps(list(meta.feature_columns))
         self._conn.execute(
             "INSERT OR IGNORE INTO snapshots VALUES (?, ?, ?, ?, ?)",
-            (
-                snapshot_id,
-                as_of,
-                feature_set_version,
-                json.dumps(list(feature_columns)),
-                materialized_at,
-            ),
+            (snapshot_id, meta.as_of, meta.feature_set_version, columns, meta.materialized_at),
         )
 
     def insert(self, record: DecisionRecord) -> bool:

@@ -234,17 +234,11 @@ class Service:
         made: list[tuple[str, list[rules.Failure]]] = []
         single = commit and len(requests) == 1
         with audit.transaction() if commit else audit.reading() as tx:
-            describe = (
-                commit and meta is not None and context.snapshot not in audit.snapshots_recorded
-            )
-            if describe:  # once per log; the records refer to it
-                tx.record_snapshot(
-                    context.snapshot,  # type: ignore[arg-type]
-                    meta.as_of,  # type: ignore[union-attr]
-                    meta.feature_set_version,  # type: ignore[union-attr]
-                    meta.feature_columns,  # type: ignore[union-attr]
-                    meta.materialized_at,  # type: ignore[union-attr]
-                )
+            described = None  # the snapshot this transaction describes in the log, if any
+            snapshot = context.snapshot
+            if commit and meta and snapshot and snapshot not in audit.snapshots_recorded:
+                tx.record_snapshot(snapshot, meta)  # once per log; the records refer to it
+                described = snapshot
             if not single:
                 known = tx.get_many([request.refund_id for request in requests])
                 approvals = tx.approvals_many((r.order.buyer_id for r in requests), now)
@@ -283,8 +277,8 @@ class Service:
                 raise AuditUnavailable(f"audit log {audit.path}: a batch insert was ignored")
         if not commit:
             return outcomes
-        if describe:  # committed
-            audit.snapshots_recorded.add(context.snapshot)  # type: ignore[arg-type]
+        if described is not None:  # committed
+            audit.snapshots_recorded.add(described)
         # Counted only once committed: a rolled-back batch decided nothing. Tallied first, so
         # a batch increments each counter once (each increment takes the counter's lock).
         decisions = Counter(decision for decision, _ in made)
