@@ -83,8 +83,9 @@ class DecisionLane:
     They are the hot path: under load, FastAPI's stack (error, telemetry and exception
     middlewares, the exit-stack middleware, route matching, the request/response wrapper)
     cost about 30% of the worker's CPU, more than the decision itself. Here a POST to either
-    path goes to the same endpoint functions the routes document (they authenticate, parse
-    and answer by themselves), and their exceptions get the app's answers: 401/403 as
+    path reads its Authorization header and body from ASGI, goes to the same functions the
+    documented routes call (`decisions.decide_raw`, `decisions.decide_batch_raw`), and is
+    answered with two ASGI messages. Their exceptions get the app's answers: 401/403 as
     raised, 503 when the audit log is down, 503 for anything unexpected (never a 500).
     Everything else goes through FastAPI unchanged.
     """
@@ -93,8 +94,8 @@ class DecisionLane:
         self.app = app
         self.api = api
         self.endpoints = {
-            "/v1/refund-decisions": decisions.decide,
-            "/v1/refund-decisions/batch": decisions.decide_batch,
+            "/v1/refund-decisions": decisions.decide_raw,
+            "/v1/refund-decisions/batch": decisions.decide_batch_raw,
         }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -106,10 +107,10 @@ class DecisionLane:
         if endpoint is None:
             await self.app(scope, receive, send)
             return
-        scope["app"] = self.api  # as Starlette sets it: the endpoints read `app.state`
-        request = Request(scope, receive)
+        scope["app"] = self.api  # as Starlette sets it
         try:
-            response = await endpoint(request)
+            authorization = _header(scope, b"authorization")
+            status, content = await endpoint(self.api.state, authorization, await _body(receive))
         except ClientDisconnect:
             return  # nobody to answer; anything decided is in the audit log
         except _BodyTooLarge:
@@ -119,10 +120,43 @@ class DecisionLane:
                 {"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers
             )
         except AuditUnavailable as exc:
-            response = await _audit_down(request, exc)
+            response = await _audit_down(Request(scope), exc)
         except Exception as exc:  # noqa: BLE001 - fail closed: 503, never a 500
-            response = await _unexpected(request, exc)
+            response = await _unexpected(Request(scope), exc)
+        else:
+            headers = [
+                (b"content-type", b"application/json"),
+                (b"content-length", b"%d" % len(content)),
+            ]
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            await send({"type": "http.response.body", "body": content})
+            return
         await response(scope, receive, send)
+
+
+def _header(scope: Scope, name: bytes) -> str:
+    """A request header's value ("" when absent); ASGI servers give names in lower case."""
+    for key, value in scope["headers"]:
+        if key == name:
+            return value.decode("latin-1")
+    return ""
+
+
+async def _body(receive: Receive) -> bytes:
+    """The whole request body, as Starlette's `Request.body()` reads it.
+
+    Raises:
+        ClientDisconnect: The client went away first.
+    """
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect
+        if message["type"] == "http.request":
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 class DecisionAPI(FastAPI):

@@ -47,15 +47,23 @@ def authenticate(request: Request) -> Caller:
     Raises:
         HTTPException: 401 when the token is missing or unknown.
     """
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
+    return caller_for(request.app.state.tokens, request.headers.get("authorization", ""))
+
+
+def caller_for(tokens: dict[bytes, Caller], authorization: str) -> Caller:
+    """The caller behind an Authorization header's bearer token (`token_table` maps them).
+
+    Raises:
+        HTTPException: 401 when the token is missing or unknown.
+    """
+    scheme, _, token = authorization.partition(" ")
     if not token or scheme.lower() != "bearer":
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
             "missing bearer token",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    caller = request.app.state.tokens.get(hashlib.sha256(token.strip().encode()).digest())
+    caller = tokens.get(hashlib.sha256(token.strip().encode()).digest())
     if caller is None:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,

@@ -12,9 +12,10 @@ from fastapi import APIRouter, HTTPException, Request, Response, status
 from fastapi.routing import APIRoute
 from pydantic import ValidationError
 from pydantic_core import to_json
+from starlette.datastructures import State
 
 from serving.coalesce import Coalescer
-from serving.deps import DeciderDep, ServiceDep, authenticate
+from serving.deps import DeciderDep, ServiceDep, caller_for
 from serving.schemas import (
     BatchRequest,
     BatchResponse,
@@ -51,9 +52,8 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _json_response(payload: dict, status_code: int = 200) -> Response:
-    body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
-    return Response(body, status_code=status_code, media_type="application/json")
+def _json_bytes(payload: dict) -> bytes:
+    return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 def _errors(exc: ValidationError, prefix: tuple = ()) -> list[dict]:
@@ -76,22 +76,36 @@ def _errors(exc: ValidationError, prefix: tuple = ()) -> list[dict]:
 )
 async def decide(http: Request) -> Response:
     """Decide one refund request: auto_approve only when every rule passes."""
-    # A RawRoute: it resolves what DeciderDep and ServiceDep give by hand (FastAPI's
-    # dependency resolution alone cost ~35 us a request, ~6% of this route).
-    caller = authenticate(http)  # every role may ask for decisions
-    service: Service = http.app.state.service
-    coalescer: Coalescer = http.app.state.coalescer
+    authorization = http.headers.get("authorization", "")
+    status_code, content = await decide_raw(http.app.state, authorization, await http.body())
+    return Response(content, status_code, media_type="application/json")
+
+
+async def decide_raw(state: State, authorization: str, raw: bytes) -> tuple[int, bytes]:
+    """`decide` on the raw request: its Authorization header and body; (status, JSON body).
+
+    The app's decision lane calls this straight from ASGI (serving.app.DecisionLane).
+
+    Raises:
+        HTTPException: 401 for a missing or unknown token.
+        AuditUnavailable: The audit log cannot be written.
+    """
+    # The caller resolved by hand, not by FastAPI's dependency resolution (~35 us a request,
+    # ~6% of this route); every role may ask for decisions.
+    caller = caller_for(state.tokens, authorization)
+    service: Service = state.service
+    coalescer: Coalescer = state.coalescer
     # Parsed here rather than as a body parameter: pydantic's JSON parser in one step is the
     # cheapest way in, and the errors are shaped exactly like FastAPI's.
     try:
-        request = DecisionRequest.model_validate_json(await http.body())
+        request = DecisionRequest.model_validate_json(raw)
     except ValidationError as exc:
-        return _json_response({"detail": _errors(exc, ("body",))}, 422)
+        return 422, _json_bytes({"detail": _errors(exc, ("body",))})
     started = time.perf_counter()
     # Decided with the requests that arrived in the same event-loop turn (serving.coalesce):
     # one audit transaction for the group, each answer what it would have been alone.
     outcome = await coalescer.decide(request)
-    service.metrics.latency.labels(route="single").observe(time.perf_counter() - started)
+    service.metrics.single_latency.observe(time.perf_counter() - started)
     # Every decision is in the audit log; the log line is for debugging (it costs ~10% of
     # the request at INFO).
     if logger.isEnabledFor(logging.DEBUG):
@@ -109,7 +123,7 @@ async def decide(http: Request) -> Response:
                 }
             },
         )
-    return Response(outcome.text.encode(), outcome.status, media_type="application/json")
+    return outcome.status, outcome.text.encode()
 
 
 @raw_router.post(
@@ -125,9 +139,20 @@ async def decide(http: Request) -> Response:
 )
 async def decide_batch(http: Request) -> Response:
     """Decide up to 1,000 requests; each item gets the status it would have had alone."""
-    caller = authenticate(http)
-    service: Service = http.app.state.service
-    raw = await http.body()
+    authorization = http.headers.get("authorization", "")
+    status_code, content = await decide_batch_raw(http.app.state, authorization, await http.body())
+    return Response(content, status_code, media_type="application/json")
+
+
+async def decide_batch_raw(state: State, authorization: str, raw: bytes) -> tuple[int, bytes]:
+    """`decide_batch` on the raw request, as `decide_raw` is for `decide`.
+
+    Raises:
+        HTTPException: 401 for a missing or unknown token.
+        AuditUnavailable: The audit log cannot be written.
+    """
+    caller = caller_for(state.tokens, authorization)
+    service: Service = state.service
     try:
         # Every item valid (the usual case): one parse of the whole body, ~5 ms for 1,000.
         items = ValidBatch.model_validate_json(raw).requests
@@ -140,7 +165,7 @@ async def decide_batch(http: Request) -> Response:
         try:
             batch = BatchRequest.model_validate_json(raw)
         except ValidationError as exc:
-            return _json_response({"detail": _errors(exc, ("body",))}, 422)
+            return 422, _json_bytes({"detail": _errors(exc, ("body",))})
         results = [None] * len(batch.requests)
         valid = []
         for i, item in enumerate(batch.requests):
@@ -172,7 +197,7 @@ async def decide_batch(http: Request) -> Response:
         },
     )
     body = '{"results":[' + ",".join(pieces) + "]}"  # type: ignore[arg-type]
-    return Response(body.encode(), media_type="application/json")
+    return 200, body.encode()
 
 
 @router.get("/{refund_id}", response_model=DecisionResponse, responses=_ERRORS)
