@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
@@ -19,6 +20,7 @@ from serving.rules import APPROVAL_NOTE
 from serving.schemas import DecisionRequest
 from tests.serving.conftest import (
     ADMIN,
+    COLUMNS,
     DAY,
     DECIDER,
     THRESHOLD,
@@ -315,8 +317,33 @@ def test_not_json_is_422_and_an_oversized_body_is_413(client: TestClient) -> Non
             yield data[start : start + 100_000]
 
     assert client.post(URL, content=chunked(huge), headers=headers).status_code == 413
-    small = chunked(json.dumps(body("CHUNKED")).encode())
-    assert client.post(URL, content=small, headers=headers).status_code == 200
+
+
+def test_a_body_in_many_chunks_is_read_whole(client: TestClient) -> None:
+    data = json.dumps(body("CHUNKED")).encode()
+    chunks = (data[start : start + 40] for start in range(0, len(data), 40))
+    headers = {**DECIDER, "content-type": "application/json"}
+    response = client.post(URL, content=chunks, headers=headers)
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/json"
+    assert int(response.headers["content-length"]) == len(response.content)
+    assert response.json()["decision"] == "auto_approve"
+
+
+def test_behind_a_root_path_the_decision_routes_answer_through_fastapi(
+    make_client: Callable[..., TestClient],
+) -> None:
+    # Under a root_path the paths do not match the decision lane's; FastAPI routes the same
+    # requests to the same code.
+    client = make_client()
+    prefixed = TestClient(client.app, root_path="/refunds")
+    url = f"/refunds{URL}"
+    answer = prefixed.post(url, json=body("ROOT1"), headers=DECIDER)
+    assert (answer.status_code, answer.json()["decision"]) == (200, "auto_approve")
+    batch = prefixed.post(f"{url}/batch", json={"requests": [body("ROOT2")]}, headers=DECIDER)
+    assert batch.json()["results"][0]["decision"]["decision"] == "auto_approve"
+    assert prefixed.post(url, json=body("ROOT3")).status_code == 401
+    assert prefixed.post(url, content=b"{", headers=DECIDER).status_code == 422
 
 
 def test_batch_answers_each_item_in_order(client: TestClient) -> None:
@@ -535,6 +562,26 @@ def test_a_model_trained_on_other_features_fails_closed(
     object.__setattr__(other, "feature_set_version", "buyer-features-v0")
     champion_loader(other)
     assert codes(decide(make_client(), body())) == ["SCORE_UNAVAILABLE"]
+
+
+class SecondColumnBooster:
+    """Scores a row with its second column."""
+
+    def predict(self, rows: np.ndarray, **_: object) -> np.ndarray:
+        return rows[:, 1].copy()
+
+
+def test_a_model_taking_the_store_columns_in_another_order_gets_its_own_order(
+    make_client: Callable[..., TestClient], champion_loader: Callable
+) -> None:
+    # The store holds (score_hint, orders_total); this model takes (orders_total, score_hint)
+    # and scores with its second column, the hint: 0.01, premium. Given the store's order it
+    # would score 10 orders, outside [0, 1]: no score.
+    reordered = stub_champion(booster=SecondColumnBooster())
+    object.__setattr__(reordered, "feature_columns", tuple(reversed(COLUMNS)))
+    champion_loader(reordered)
+    answer = decide(make_client(), body("REORDER"))
+    assert (answer["decision"], answer["buyer"]["score"]) == ("auto_approve", 0.01)
 
 
 def test_missing_online_store_fails_closed_then_recovers(
