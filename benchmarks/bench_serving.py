@@ -3,6 +3,9 @@
 Builds a simulated world in a temporary directory, materializes the online store, trains and
 registers a LightGBM champion in a temporary MLflow, then measures in the same run:
 
+0. how steady the machine's CPU is (`probe_cpu.py`, 10 s on the otherwise idle machine): the
+   share of milliseconds in which a fixed piece of Python work runs at under a third of its
+   median rate, which no request in flight can escape;
 1. one decision in process, p50/p99: DESIGN.md's "rules + lookup + score"
    (`Service.evaluate`), and the same with the audit commit (`Service.decide`);
 2. `python -m serving run` (one worker) under wrk at 16 connections, every request a new
@@ -43,6 +46,7 @@ import numpy as np
 import pandas as pd
 from mlflow import MlflowClient
 from mlflow.models import infer_signature
+from probe_cpu import probe, summary
 
 import features
 from features.simulate import simulate, write_world
@@ -395,6 +399,8 @@ def main() -> None:
         audit_path=workdir / "audit-inprocess.db",
         mlflow_tracking_uri=uri,
     )
+    steadiness = probe(10.0)
+    print(f"cpu probe: {summary(steadiness)}")
     before = load_average()
     one = in_process(settings, buyers, shops, n=args.decisions)
     one["load_before"], one["load_after"] = before, load_average()
@@ -418,7 +424,7 @@ def main() -> None:
     )
     mlflow_port = free_port()
     theirs = None
-    results: dict = {"in_process": one}
+    results: dict = {"cpu_probe": steadiness, "in_process": one}
     try:
         wait_ready(f"http://127.0.0.1:{port}/readyz", ours)
         quoted = lambda ids: ",".join(f'"{i}"' for i in ids)  # noqa: E731
@@ -549,6 +555,7 @@ def main() -> None:
         f"| {m['load_before']} / {m['load_after']} |"
     )
     print(f"| ours / mlflow throughput | >= 3x | {ratio:.1f}x | |")
+    print(f"| the machine, idle, before the runs (`probe_cpu.py`) | | {summary(steadiness)} | |")
     (workdir / "results.json").write_text(json.dumps(results, indent=2))
     if not args.keep:
         shutil.rmtree(workdir, ignore_errors=True)
