@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import json
 import math
-import operator
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from pydantic_core import to_json
@@ -69,9 +68,9 @@ class AuditUnavailable(RuntimeError):
     """The audit log cannot be read or written; no decision may be answered."""
 
 
-@dataclass(frozen=True, slots=True)
-class DecisionRecord:
-    """One row of the audit log."""
+class DecisionRecord(NamedTuple):
+    """One row of the audit log, in its columns' order (a tuple: built in ~0.7 us where a
+    frozen dataclass took ~5, and bound to the insert as it is)."""
 
     refund_id: str
     request_hash: str
@@ -264,7 +263,7 @@ class AuditLog:
             raise AuditUnavailable(f"audit log {self.path}: {exc}") from exc
 
 
-_FIELDS = tuple(field.name for field in fields(DecisionRecord))
+_FIELDS = DecisionRecord._fields
 _INSERT = (
     f"INSERT OR IGNORE INTO decisions ({', '.join(_FIELDS)}) "
     f"VALUES ({', '.join('?' * len(_FIELDS))})"
@@ -284,11 +283,6 @@ def _upgrade(conn: sqlite3.Connection) -> None:
     except BaseException:
         _rollback(conn)
         raise
-
-
-# A record's fields as a row, in one C call (not dataclasses.astuple: it deep-copies every
-# field; a generator of getattr costs ~3 us a record).
-_row: Callable[[DecisionRecord], tuple] = operator.attrgetter(*_FIELDS)
 
 
 def _json_text(values: list) -> str:
@@ -360,14 +354,11 @@ class AuditTransaction:
 
     def insert(self, record: DecisionRecord) -> bool:
         """Store a decision unless its refund_id is already stored; True when stored."""
-        cursor = self._conn.execute(_INSERT, _row(record))
+        cursor = self._conn.execute(_INSERT, record)
         return cursor.rowcount == 1
 
     def insert_many(self, records: Sequence[DecisionRecord]) -> int:
         """Store decisions (one `executemany`), skipping refund ids already stored; returns
         how many were stored."""
-        cursor = self._conn.executemany(
-            _INSERT,
-            [_row(record) for record in records],
-        )
+        cursor = self._conn.executemany(_INSERT, records)
         return cursor.rowcount

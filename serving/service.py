@@ -15,10 +15,9 @@ import json
 import logging
 import math
 import time
-from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from pydantic_core import to_json
@@ -42,8 +41,7 @@ _REASON_ORDER = {reason: i for i, reason in enumerate(rules.Reason)}
 _ColumnIndex = tuple[bool, np.ndarray | None]
 
 
-@dataclass(frozen=True, slots=True)
-class Outcome:
+class Outcome(NamedTuple):
     """One request's answer: 200 with a decision, or 409 for a refund_id conflict."""
 
     status: int
@@ -297,8 +295,12 @@ class Service:
             audit.snapshots_recorded.add(described)
         # Counted only once committed: a rolled-back batch decided nothing. Tallied first, so
         # a batch increments each counter once (each increment takes the counter's lock).
-        decisions = Counter(decision for decision, _ in made)
-        reasons = Counter(failure.code.value for _, failed in made for failure in failed)
+        decisions: dict[str, int] = {}
+        reasons: dict[str, int] = {}
+        for decision, failed in made:
+            decisions[decision] = decisions.get(decision, 0) + 1
+            for failure in failed:
+                reasons[failure.code.value] = reasons.get(failure.code.value, 0) + 1
         for decision, n in decisions.items():
             self._count(self._decision_counters, self.metrics.decisions, decision, n)
         for reason, n in reasons.items():

@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from pydantic_core import to_json
@@ -62,8 +63,7 @@ class StoreMeta:
     generation: str = ""
 
 
-@dataclass(frozen=True, slots=True)
-class BuyerRecord:
+class BuyerRecord(NamedTuple):
     """A buyer as the online store knows them (overrides applied)."""
 
     buyer_id: str
@@ -74,8 +74,7 @@ class BuyerRecord:
     revoked_reason: str
 
 
-@dataclass(frozen=True, slots=True)
-class ShopRecord:
+class ShopRecord(NamedTuple):
     """A shop's eligibility (overrides applied) and the metrics it was decided from."""
 
     shop_id: str
