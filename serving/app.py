@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import logging
 import time
@@ -110,7 +111,9 @@ class DecisionLane:
         scope["app"] = self.api  # as Starlette sets it
         try:
             authorization = _header(scope, b"authorization")
-            status, content = await endpoint(self.api.state, authorization, await _body(receive))
+            status, content = await endpoint(
+                self.api.state, authorization, functools.partial(_body, receive)
+            )
         except ClientDisconnect:
             return  # nobody to answer; anything decided is in the audit log
         except _BodyTooLarge:

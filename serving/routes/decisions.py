@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request, Response, status
@@ -38,6 +38,9 @@ class RawRoute(APIRoute):
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         return self.endpoint
 
+
+# Reads the request body; called only once the caller is authenticated.
+ReadBody = Callable[[], Awaitable[bytes]]
 
 router = APIRouter(prefix="/v1/refund-decisions", tags=["decisions"])
 # The two decision routes, documented like the others but served by RawRoute.
@@ -77,12 +80,13 @@ def _errors(exc: ValidationError, prefix: tuple = ()) -> list[dict]:
 async def decide(http: Request) -> Response:
     """Decide one refund request: auto_approve only when every rule passes."""
     authorization = http.headers.get("authorization", "")
-    status_code, content = await decide_raw(http.app.state, authorization, await http.body())
+    status_code, content = await decide_raw(http.app.state, authorization, http.body)
     return Response(content, status_code, media_type="application/json")
 
 
-async def decide_raw(state: State, authorization: str, raw: bytes) -> tuple[int, bytes]:
-    """`decide` on the raw request: its Authorization header and body; (status, JSON body).
+async def decide_raw(state: State, authorization: str, read_body: ReadBody) -> tuple[int, bytes]:
+    """`decide` on the raw request: its Authorization header and a way to read its body,
+    read only once the caller is known; returns (status, JSON body).
 
     The app's decision lane calls this straight from ASGI (serving.app.DecisionLane).
 
@@ -95,6 +99,7 @@ async def decide_raw(state: State, authorization: str, raw: bytes) -> tuple[int,
     caller = caller_for(state.tokens, authorization)
     service: Service = state.service
     coalescer: Coalescer = state.coalescer
+    raw = await read_body()
     # Parsed here rather than as a body parameter: pydantic's JSON parser in one step is the
     # cheapest way in, and the errors are shaped exactly like FastAPI's.
     try:
@@ -140,11 +145,13 @@ async def decide_raw(state: State, authorization: str, raw: bytes) -> tuple[int,
 async def decide_batch(http: Request) -> Response:
     """Decide up to 1,000 requests; each item gets the status it would have had alone."""
     authorization = http.headers.get("authorization", "")
-    status_code, content = await decide_batch_raw(http.app.state, authorization, await http.body())
+    status_code, content = await decide_batch_raw(http.app.state, authorization, http.body)
     return Response(content, status_code, media_type="application/json")
 
 
-async def decide_batch_raw(state: State, authorization: str, raw: bytes) -> tuple[int, bytes]:
+async def decide_batch_raw(
+    state: State, authorization: str, read_body: ReadBody
+) -> tuple[int, bytes]:
     """`decide_batch` on the raw request, as `decide_raw` is for `decide`.
 
     Raises:
@@ -153,6 +160,7 @@ async def decide_batch_raw(state: State, authorization: str, raw: bytes) -> tupl
     """
     caller = caller_for(state.tokens, authorization)
     service: Service = state.service
+    raw = await read_body()
     try:
         # Every item valid (the usual case): one parse of the whole body, ~5 ms for 1,000.
         items = ValidBatch.model_validate_json(raw).requests

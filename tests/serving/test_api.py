@@ -3,6 +3,7 @@ fail-closed behaviour and metrics (stub champion over a hand-made online store).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import multiprocessing
 import sqlite3
@@ -465,6 +466,40 @@ def test_batch_needs_a_token_before_its_body_is_read(client: TestClient) -> None
     assert response.headers["www-authenticate"] == "Bearer"
     headers = {**DECIDER, "content-type": "application/json"}
     assert client.post(f"{URL}/batch", content=b"{not json", headers=headers).status_code == 422
+
+
+def test_an_unauthenticated_decision_is_refused_before_its_body_is_read(
+    client: TestClient,
+) -> None:
+    # Straight through the app's ASGI callable, to see whether the body is ever asked for.
+    asked: list[str] = []
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        asked.append("body")
+        return {"type": "http.request", "body": b"{}", "more_body": False}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    for path in (URL, f"{URL}/batch"):
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "POST",
+            "scheme": "http",
+            "path": path,
+            "raw_path": path.encode(),
+            "query_string": b"",
+            "root_path": "",
+            "headers": [(b"content-type", b"application/json"), (b"content-length", b"2")],
+            "client": ("127.0.0.1", 1),
+            "server": ("127.0.0.1", 80),
+        }
+        asyncio.run(client.app(scope, receive, send))  # type: ignore[arg-type]
+    assert asked == []
+    assert [m["status"] for m in sent if m["type"] == "http.response.start"] == [401, 401]
 
 
 def test_the_decision_routes_are_documented(client: TestClient) -> None:
