@@ -35,7 +35,8 @@ demo: $(STAMP) ## Simulate, retrain, materialize, serve and show real decisions 
 	$(PY) scripts/demo.py --serve $(DEMO_SERVE)
 
 bench: $(STAMP) ## Run every benchmark in benchmarks/ (figures go to docs/benchmarks.md by hand)
-	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+	@command -v wrk >/dev/null && command -v valgrind >/dev/null || \
+		(apt-get update -qq && apt-get install -y -qq wrk valgrind)
 	@for script in benchmarks/bench_*.py; do echo "== $$script"; $(PY) $$script || exit 1; done
 
 clean: ## Remove generated data, MLflow state and the venv

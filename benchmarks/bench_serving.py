@@ -67,8 +67,8 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def register_champion(uri: str, workdir: Path, log: features.TransactionLog) -> str:
-    """Train a small LightGBM on one snapshot and register it as buyer-quality@champion."""
+def train_champion(log: features.TransactionLog) -> tuple[lgb.Booster, np.ndarray, float]:
+    """A LightGBM on one snapshot (300 trees, 31 leaves), its training rows and threshold."""
     columns = list(features.FEATURE_COLUMNS)
     as_of = (log.end - pd.Timedelta(days=150)).normalize()
     frame = features.build_features(log, [as_of])
@@ -81,7 +81,13 @@ def register_champion(uri: str, workdir: Path, log: features.TransactionLog) -> 
         lgb.Dataset(x, label=y, feature_name=columns),
         num_boost_round=300,
     )
-    threshold = float(np.quantile(booster.predict(x), 0.4))
+    return booster, x, float(np.quantile(booster.predict(x), 0.4))
+
+
+def register_champion(uri: str, workdir: Path, log: features.TransactionLog) -> str:
+    """Train the champion (`train_champion`) and register it as buyer-quality@champion."""
+    columns = list(features.FEATURE_COLUMNS)
+    booster, x, threshold = train_champion(log)
     mlflow.set_tracking_uri(uri)
     client = MlflowClient(uri)
     experiment = client.create_experiment(
