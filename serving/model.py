@@ -64,7 +64,10 @@ class Champion:
         """`score` for rows given one by one, as the store returns them; a list of floats."""
         if self.score_one is not None and len(rows) < PARALLEL_ROWS:
             return [self.score_one(row) for row in rows]
-        return self.score(np.stack(rows)).tolist()
+        scores = self.score(np.stack(rows))
+        if scores.shape != (len(rows),):  # e.g. a model with several outputs a row
+            raise ValueError(f"expected one score a row, got shape {scores.shape}")
+        return scores.tolist()
 
 
 class SingleRowScorer:

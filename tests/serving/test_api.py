@@ -3,7 +3,6 @@ fail-closed behaviour and metrics (stub champion over a hand-made online store).
 
 from __future__ import annotations
 
-import asyncio
 import json
 import multiprocessing
 import sqlite3
@@ -15,6 +14,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+import serving.app
 from serving.audit import AuditLog
 from serving.config import Settings
 from serving.rules import APPROVAL_NOTE
@@ -320,15 +320,48 @@ def test_not_json_is_422_and_an_oversized_body_is_413(client: TestClient) -> Non
     assert client.post(URL, content=chunked(huge), headers=headers).status_code == 413
 
 
+def _asgi_post(client: TestClient, path: str, chunks: list[bytes], headers: list) -> list:
+    """POST straight through the app's ASGI callable, the body in `chunks` (one ASGI message
+    each, as a server delivers a body that arrives in pieces); returns the messages sent."""
+    messages = [
+        {"type": "http.request", "body": chunk, "more_body": i < len(chunks) - 1}
+        for i, chunk in enumerate(chunks)
+    ]
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"content-type", b"application/json"), *headers],
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 80),
+    }
+    client.portal.call(client.app, scope, receive, send)  # type: ignore[union-attr]
+    return sent
+
+
 def test_a_body_in_many_chunks_is_read_whole(client: TestClient) -> None:
     data = json.dumps(body("CHUNKED")).encode()
-    chunks = (data[start : start + 40] for start in range(0, len(data), 40))
-    headers = {**DECIDER, "content-type": "application/json"}
-    response = client.post(URL, content=chunks, headers=headers)
-    assert response.status_code == 200
-    assert response.headers["content-type"] == "application/json"
-    assert int(response.headers["content-length"]) == len(response.content)
-    assert response.json()["decision"] == "auto_approve"
+    chunks = [data[start : start + 40] for start in range(0, len(data), 40)] + [b""]
+    token = [(b"authorization", DECIDER["Authorization"].encode())]
+    sent = _asgi_post(client, URL, chunks, token)
+    start, answer = sent[0], json.loads(sent[1]["body"])
+    assert start["status"] == 200
+    assert dict(start["headers"])[b"content-length"] == str(len(sent[1]["body"])).encode()
+    assert (answer["refund_id"], answer["decision"]) == ("CHUNKED", "auto_approve")
 
 
 def test_behind_a_root_path_the_decision_routes_answer_through_fastapi(
@@ -469,37 +502,23 @@ def test_batch_needs_a_token_before_its_body_is_read(client: TestClient) -> None
 
 
 def test_an_unauthenticated_decision_is_refused_before_its_body_is_read(
-    client: TestClient,
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Straight through the app's ASGI callable, to see whether the body is ever asked for.
-    asked: list[str] = []
-    sent: list[dict] = []
+    asked: list[bool] = []
+    read = serving.app._body
 
-    async def receive() -> dict:
-        asked.append("body")
-        return {"type": "http.request", "body": b"{}", "more_body": False}
+    async def spy(receive: Any) -> bytes:
+        asked.append(True)
+        return await read(receive)
 
-    async def send(message: dict) -> None:
-        sent.append(message)
-
+    monkeypatch.setattr(serving.app, "_body", spy)
     for path in (URL, f"{URL}/batch"):
-        scope = {
-            "type": "http",
-            "asgi": {"version": "3.0"},
-            "http_version": "1.1",
-            "method": "POST",
-            "scheme": "http",
-            "path": path,
-            "raw_path": path.encode(),
-            "query_string": b"",
-            "root_path": "",
-            "headers": [(b"content-type", b"application/json"), (b"content-length", b"2")],
-            "client": ("127.0.0.1", 1),
-            "server": ("127.0.0.1", 80),
-        }
-        asyncio.run(client.app(scope, receive, send))  # type: ignore[arg-type]
+        sent = _asgi_post(client, path, [b"{}"], [])
+        assert sent[0]["status"] == 401
     assert asked == []
-    assert [m["status"] for m in sent if m["type"] == "http.response.start"] == [401, 401]
+    token = [(b"authorization", DECIDER["Authorization"].encode())]
+    assert _asgi_post(client, URL, [b"{}"], token)[0]["status"] == 422  # the spy can see reads
+    assert asked == [True]
 
 
 def test_the_decision_routes_are_documented(client: TestClient) -> None:
@@ -617,6 +636,24 @@ def test_a_model_taking_the_store_columns_in_another_order_gets_its_own_order(
     champion_loader(reordered)
     answer = decide(make_client(), body("REORDER"))
     assert (answer["decision"], answer["buyer"]["score"]) == ("auto_approve", 0.01)
+
+
+class TwoOutputBooster:
+    """A model with two outputs a row (shape (n, 2)) where one score a row is expected."""
+
+    def predict(self, rows: np.ndarray, **_: object) -> np.ndarray:
+        return np.stack([rows[:, 0], rows[:, 0]], axis=1)
+
+
+def test_a_model_with_several_outputs_a_row_fails_closed_not_503(
+    make_client: Callable[..., TestClient], champion_loader: Callable
+) -> None:
+    champion_loader(stub_champion(booster=TwoOutputBooster()))
+    client = make_client()
+    answer = decide(client, body("TWO1"))
+    assert (answer["decision"], codes(answer)) == ("manual_review", ["SCORE_UNAVAILABLE"])
+    batch = client.post(f"{URL}/batch", json={"requests": [body("TWO2")]}, headers=DECIDER)
+    assert codes(batch.json()["results"][0]["decision"]) == ["SCORE_UNAVAILABLE"]
 
 
 def test_missing_online_store_fails_closed_then_recovers(
