@@ -138,6 +138,8 @@ def main() -> None:
     if args.child:
         child(Path(args.child[0]), int(args.child[1]), int(args.child[2]))
         return
+    if args.decisions < 1:
+        parser.error(f"--decisions must be at least 1, got {args.decisions}")
     if shutil.which("valgrind") is None:
         sys.exit("valgrind is not installed: apt-get install -y valgrind")
     n = args.decisions

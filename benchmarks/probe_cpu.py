@@ -75,7 +75,7 @@ def probe(seconds: float = 10.0, slow_fraction: float = 1 / 3, join_ms: int = 5)
 def summary(result: dict) -> str:
     """One line for a report."""
     return (
-        f"{result['episodes']} slow episodes in {result['seconds']:.0f} s "
+        f"{result['episodes']} slow episodes in {result['seconds']:g} s "
         f"({result['slow_ms_share']:.1%} of milliseconds under 1/3 of the median rate; "
         f"longest {result['longest_episode_ms']} ms; 1st-percentile rate "
         f"{result['p1_rate_vs_median']:.2f}x the median)"
@@ -84,8 +84,10 @@ def summary(result: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=10.0, help="how long to count")
+    parser.add_argument("--seconds", type=float, default=10.0, help="how long to count (>= 1)")
     args = parser.parse_args()
+    if not args.seconds >= 1:
+        parser.error(f"--seconds must be at least 1, got {args.seconds}")
     result = probe(args.seconds)
     print(summary(result))
     print(json.dumps(result))
