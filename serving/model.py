@@ -84,7 +84,7 @@ class SingleRowScorer:
     def __init__(self, booster: Any):
         from lightgbm.basic import _LIB, _safe_call  # LightGBM's own ctypes handle
 
-        self._lib, self._check = _LIB, _safe_call
+        self._check = _safe_call
         self._booster = booster  # the C config points into it: keep it alive as long
         self.n_features = int(booster.num_feature())
         if booster.num_model_per_iteration() != 1:
