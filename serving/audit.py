@@ -159,6 +159,18 @@ class AuditLog:
         except sqlite3.Error as exc:
             raise AuditUnavailable(f"audit log {self.path}: {exc}") from exc
 
+    def _begin(self, statement: str) -> sqlite3.Connection:
+        """Start a transaction on the log's connection.
+
+        Raises:
+            AuditUnavailable: It cannot be started.
+        """
+        try:
+            self._conn.execute(statement)
+        except sqlite3.Error as exc:
+            raise AuditUnavailable(f"audit log {self.path}: {exc}") from exc
+        return self._conn
+
     @contextmanager
     def transaction(self) -> Iterator[AuditTransaction]:
         """A write transaction: everything recorded in it commits together, or nothing does.
@@ -168,11 +180,7 @@ class AuditLog:
         Raises:
             AuditUnavailable: The log cannot be written (the transaction is rolled back).
         """
-        conn = self._conn
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
-            raise AuditUnavailable(f"audit log {self.path}: {exc}") from exc
+        conn = self._begin("BEGIN IMMEDIATE")
         try:
             yield AuditTransaction(conn)
             conn.execute("COMMIT")
@@ -190,11 +198,7 @@ class AuditLog:
         Raises:
             AuditUnavailable: The log cannot be read.
         """
-        conn = self._conn
-        try:
-            conn.execute("BEGIN")
-        except sqlite3.Error as exc:
-            raise AuditUnavailable(f"audit log {self.path}: {exc}") from exc
+        conn = self._begin("BEGIN")
         try:
             yield AuditTransaction(conn)
         except sqlite3.Error as exc:
