@@ -27,3 +27,14 @@ def write_csv_log(log: TransactionLog, directory: Path) -> Path:
 def csv_log_dir(tmp_path: Path) -> Path:
     """A valid CSV log directory (the small hand-made log)."""
     return write_csv_log(small_log(), tmp_path / "log")
+
+
+@pytest.fixture(autouse=True)
+def _no_inherited_mlflow_registry(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test starts without MLFLOW_REGISTRY_URI and leaves none behind.
+
+    `mlflow.set_registry_uri` (called by `training.registry.connect`) also writes the URI into
+    os.environ for child processes; left there, it pointed a later test's notebook kernel at
+    an earlier test's deleted registry.
+    """
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
