@@ -41,7 +41,11 @@ HistoryOpt = Annotated[
 ]
 TestDatesOpt = Annotated[int, typer.Option(help="Newest matured as-of dates held out as test.")]
 ValidDatesOpt = Annotated[
-    int, typer.Option(help="As-of dates just before the test ones, used for validation.")
+    int,
+    typer.Option(
+        help="As-of dates used for validation: the newest whose labels were known on the "
+        "first test date (the dates between are purged)."
+    ),
 ]
 TargetOpt = Annotated[
     float, typer.Option(help="Highest bad rate tolerated among premium buyers (validation).")

@@ -34,7 +34,10 @@ class SnapshotParams(_Params):
         default=1, ge=1, description="Newest matured as-of dates held out as test."
     )
     valid_dates: int = Field(
-        default=1, ge=1, description="As-of dates before the test ones: validation."
+        default=1,
+        ge=1,
+        description="Validation: the newest as-of dates whose labels were known on the first "
+        "test date (the dates between are purged, see split_by_time).",
     )
 
 

@@ -84,11 +84,16 @@ def build_snapshots(
 
 @dataclass(frozen=True)
 class Split:
-    """Train, validation and test rows, each a run of consecutive as-of dates."""
+    """Train, validation and test rows, each a run of consecutive as-of dates.
+
+    `purged` are the dates between validation and test that neither fits nor judges: their
+    labels were not yet known on the first test date (see `split_by_time`).
+    """
 
     train: pd.DataFrame
     valid: pd.DataFrame
     test: pd.DataFrame
+    purged: tuple[pd.Timestamp, ...] = ()
 
     @property
     def train_dates(self) -> list[pd.Timestamp]:
@@ -113,26 +118,46 @@ class Split:
 
 
 def split_by_time(snapshots: pd.DataFrame, params: SnapshotParams, checks: DataChecks) -> Split:
-    """Newest dates are test, the ones before them validation, the rest training.
+    """Newest dates are test; of the dates whose labels were known on the first test date,
+    the newest are validation and the rest training; the dates in between are purged.
+
+    A label at T covers (T, T+H] and is known at T+H+M. A model put to work on the first
+    test date T0 can only have learned from labels known by then: T + H + M <= T0. A row
+    from a later date would carry outcomes from the test's own window into the fit (through
+    the same buyers' similar features) or into the threshold chosen on validation, and make
+    the test figures look better than any deployed model could do. So those dates are left
+    out (with the defaults, monthly dates and H + M = 120 days: the three months before the
+    test month). Validation and training are adjacent: early stopping and the threshold may
+    see labels that overlap training's, as they do when the model is retrained for real.
 
     Raises:
         TrainingDataError: Too few dates, rows or bad buyers for an honest evaluation.
     """
     dates = sorted(snapshots["as_of"].unique())
-    needed = params.test_dates + params.valid_dates + 1
-    if len(dates) < needed:
+    lead = pd.Timedelta(days=params.horizon_days + params.maturity_days)
+    needed = params.valid_dates + 1
+    advice = "a longer log, a shorter horizon/maturity or less minimum history"
+    if len(dates) <= params.test_dates:
         raise TrainingDataError(
-            f"{len(dates)} matured as-of date(s); need at least {needed} "
-            f"({params.test_dates} test, {params.valid_dates} validation, 1 training): "
-            "a longer log, a shorter horizon/maturity or less minimum history"
+            f"{len(dates)} matured as-of date(s); need more than the {params.test_dates} "
+            f"for test: {advice}"
         )
     test_dates = dates[-params.test_dates :]
-    valid_dates = dates[-needed + 1 : -params.test_dates]
+    known = [d for d in dates[: -params.test_dates] if d + lead <= test_dates[0]]
+    if len(known) < needed:
+        raise TrainingDataError(
+            f"{len(dates)} matured as-of date(s), but only {len(known)} before the first test "
+            f"date {test_dates[0].date()} whose labels were known by then ({lead.days} days "
+            f"of horizon + maturity); need {needed} ({params.valid_dates} validation, "
+            f"1 training): {advice}"
+        )
+    valid_dates = known[-params.valid_dates :]
     by_date = snapshots["as_of"]
     split = Split(
         train=snapshots.loc[by_date < valid_dates[0]].reset_index(drop=True),
         valid=snapshots.loc[by_date.isin(valid_dates)].reset_index(drop=True),
         test=snapshots.loc[by_date.isin(test_dates)].reset_index(drop=True),
+        purged=tuple(d for d in dates if valid_dates[-1] < d < test_dates[0]),
     )
     check_split(split, checks)
     return split

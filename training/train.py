@@ -259,6 +259,8 @@ def log_and_register(
                 "train_dates": ",".join(d.date().isoformat() for d in split.train_dates),
                 "valid_dates": ",".join(d.date().isoformat() for d in split.valid_dates),
                 "test_dates": ",".join(d.date().isoformat() for d in split.test_dates),
+                # Between validation and test: labels not yet known on the first test date.
+                "purged_dates": ",".join(d.date().isoformat() for d in split.purged),
                 "feature_set_version": features.FEATURE_SET_VERSION,
                 "n_features": len(evaluation.feature_columns),
                 "best_iteration": evaluation.booster.current_iteration(),

@@ -55,11 +55,31 @@ def test_snapshots_carry_point_in_time_features_and_labels(log) -> None:
 def test_split_is_by_time_newest_date_is_test(log) -> None:
     dates = snapshot_dates(log, PARAMS)
     split = split_by_time(build_snapshots(log, dates, PARAMS), PARAMS, CHECKS)
+    # Monthly dates, horizon + maturity 120 days: the three months before the test month
+    # are purged, the one before them is validation.
     assert split.test_dates == dates[-1:]
-    assert split.valid_dates == dates[-2:-1]
-    assert split.train_dates == dates[:-2]
+    assert list(split.purged) == dates[-4:-1]
+    assert split.valid_dates == dates[-5:-4]
+    assert split.train_dates == dates[:-5]
     assert max(split.train["as_of"]) < min(split.valid["as_of"]) < min(split.test["as_of"])
     assert split.window() == f"{dates[0].date()}/{dates[-1].date()}"
+
+
+def test_no_fitted_or_validation_label_reaches_past_the_first_test_date(log) -> None:
+    """Point in time across the split: every label that fits the model or picks its threshold
+    was known on the first test date, so none of them sees the test window."""
+    dates = snapshot_dates(log, PARAMS)
+    for params in (PARAMS, PARAMS.model_copy(update={"horizon_days": 30, "maturity_days": 0})):
+        split = split_by_time(build_snapshots(log, dates, params), params, CHECKS)
+        lead = pd.Timedelta(days=params.horizon_days + params.maturity_days)
+        first_test = min(split.test_dates)
+        assert max(split.valid_dates) + lead <= first_test
+        assert max(split.train_dates) + lead <= first_test
+        # Nothing that could have been used is left out: the newest purged date could not.
+        assert all(d + lead > first_test for d in split.purged)
+    # A 30-day horizon and no maturity: nothing between validation and test is purged.
+    assert split.purged == ()
+    assert split.valid_dates == dates[-2:-1]
 
 
 def test_too_few_dates_is_refused_with_a_reason(log) -> None:
@@ -67,6 +87,13 @@ def test_too_few_dates_is_refused_with_a_reason(log) -> None:
     dates = snapshot_dates(log, PARAMS)[:5]
     with pytest.raises(TrainingDataError, match="matured as-of date"):
         split_by_time(build_snapshots(log, dates, PARAMS), params, CHECKS)
+
+
+def test_too_few_dates_known_before_the_test_is_refused_with_a_reason(log) -> None:
+    # Five monthly dates: the test month, three purged, one left: no room for training.
+    dates = snapshot_dates(log, PARAMS)[-5:]
+    with pytest.raises(TrainingDataError, match=r"only 1 before the first test date .*120 days"):
+        split_by_time(build_snapshots(log, dates, PARAMS), PARAMS, CHECKS)
 
 
 def test_too_few_positives_is_refused_with_a_reason(log) -> None:
