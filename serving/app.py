@@ -30,8 +30,16 @@ from serving.service import Clock, Service
 logger = logging.getLogger("serving")
 
 
-class _BodyTooLarge(Exception):
-    pass
+class _BodyTooLarge(HTTPException):
+    """A chunked body passed the limit while it was read.
+
+    An HTTPException, because FastAPI turns any other exception raised while it reads a body
+    into a 400; this one it lets through to the app's handler, which answers 413. Raised
+    outside FastAPI (the decision lane), `BodySizeLimit` answers it.
+    """
+
+    def __init__(self, limit: int):
+        super().__init__(413, f"request body is larger than {limit} bytes")
 
 
 class BodySizeLimit:
@@ -63,7 +71,7 @@ class BodySizeLimit:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.limit:
-                    raise _BodyTooLarge
+                    raise _BodyTooLarge(self.limit)
             return message
 
         async def tracked_send(message: Message) -> None:
