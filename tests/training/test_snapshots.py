@@ -69,17 +69,34 @@ def test_no_fitted_or_validation_label_reaches_past_the_first_test_date(log) -> 
     """Point in time across the split: every label that fits the model or picks its threshold
     was known on the first test date, so none of them sees the test window."""
     dates = snapshot_dates(log, PARAMS)
-    for params in (PARAMS, PARAMS.model_copy(update={"horizon_days": 30, "maturity_days": 0})):
+    for params in (PARAMS, PARAMS.model_copy(update={"horizon_days": 20, "maturity_days": 5})):
         split = split_by_time(build_snapshots(log, dates, params), params, CHECKS)
         lead = pd.Timedelta(days=params.horizon_days + params.maturity_days)
         first_test = min(split.test_dates)
-        assert max(split.valid_dates) + lead <= first_test
-        assert max(split.train_dates) + lead <= first_test
+        assert max(split.valid_dates) + lead < first_test
+        assert max(split.train_dates) + lead < first_test
         # Nothing that could have been used is left out: the newest purged date could not.
-        assert all(d + lead > first_test for d in split.purged)
-    # A 30-day horizon and no maturity: nothing between validation and test is purged.
+        assert all(d + lead >= first_test for d in split.purged)
+    # 25 days of horizon and maturity, under a month: nothing is purged.
     assert split.purged == ()
     assert split.valid_dates == dates[-2:-1]
+
+
+def test_a_label_maturing_exactly_on_the_test_date_is_purged() -> None:
+    """2025-01-01 + 120 days is 2025-05-01 00:00: a confirmation stamped then would count in
+    that label, but it is not known at the test date (known_at keeps only what came before)."""
+    dates = pd.to_datetime(["2024-11-01", "2024-12-01", "2025-01-01", "2025-05-01"], utc=True)
+    frame = pd.DataFrame(
+        {
+            "buyer_id": [f"B{i}" for i in range(600)] * len(dates),
+            "as_of": [d for d in dates for _ in range(600)],
+            "bad": ([1] * 60 + [0] * 540) * len(dates),
+        }
+    )
+    split = split_by_time(frame, PARAMS, CHECKS)
+    assert split.purged == (dates[2],)
+    assert split.valid_dates == [dates[1]]
+    assert split.train_dates == [dates[0]]
 
 
 def test_too_few_dates_is_refused_with_a_reason(log) -> None:
