@@ -6,10 +6,12 @@
 `split_by_time` trains and validates only on as-of dates whose labels were known on the first
 test date (T + horizon + maturity <= T0). Before, the month before the test month was
 validation and all earlier months training, so their labels ran into the test month's own
-window. This fits the model (`fit_and_evaluate`, what `train` runs) on four choices of dates,
-always judged on the same test month, and prints a Markdown table: the old split, the old
-split cut to as many training months as the purged one has (less data, same overlap), the
-purged training months with the old validation month, and the purged split itself.
+window. This fits the model (`fit_and_evaluate`, what `train` runs) on several choices of
+dates, always judged on the same test month, and prints a Markdown table: the old split, the
+old split cut to as many training months as the purged one has (less data, same overlap), the
+purged training months with the old validation month, the purged split itself, then each
+month alone with the purged split's validation month (how the age of the training data and
+its overlap with the test window move the figure).
 """
 
 from __future__ import annotations
@@ -24,7 +26,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seed", type=int, default=0, help="World seed (default 0).")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="Seed of the world to simulate (without --data)."
+    )
     parser.add_argument(
         "--data", type=Path, default=None, help="A log directory (default: simulate, cached)."
     )
@@ -62,7 +66,14 @@ def main() -> int:
         ("purged training, the old validation month", purged.train_dates, dates[-2:-1]),
         ("purged (what `train` runs)", purged.train_dates, purged.valid_dates),
     ]
-    print(f"world {data} (seed {args.seed}), test month {test['as_of'].iloc[0].date()}\n")
+    # One training month at a time, validation fixed: the age of the training data against
+    # the overlap with the test window (the months after validation overlap it).
+    choices += [
+        ("one month", [month], purged.valid_dates)
+        for month in dates[:-1]
+        if month not in purged.valid_dates
+    ]
+    print(f"world {data}, test month {test['as_of'].iloc[0].date()}\n")
     print("| training months | validation | test AUC | / oracle | coverage | premium bad rate |")
     print("|---|---|---|---|---|---|")
     by_date = snapshots["as_of"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -30,11 +32,16 @@ def csv_log_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def _no_inherited_mlflow_registry(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Each test starts without MLFLOW_REGISTRY_URI and leaves none behind.
+def _no_inherited_mlflow_registry() -> Iterator[None]:
+    """Each test starts without MLFLOW_REGISTRY_URI and leaves the environment as it found it.
 
     `mlflow.set_registry_uri` (called by `training.registry.connect`) also writes the URI into
     os.environ for child processes; left there, it pointed a later test's notebook kernel at
-    an earlier test's deleted registry.
+    an earlier test's deleted registry. (monkeypatch.delenv would not do: with the variable
+    absent it records nothing, so what a test sets stays behind.)
     """
-    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
+    before = os.environ.pop("MLFLOW_REGISTRY_URI", None)
+    yield
+    os.environ.pop("MLFLOW_REGISTRY_URI", None)
+    if before is not None:
+        os.environ["MLFLOW_REGISTRY_URI"] = before

@@ -128,8 +128,8 @@ def split_by_time(snapshots: pd.DataFrame, params: SnapshotParams, checks: DataC
     the same buyers' similar features) or into the threshold chosen on validation, and make
     the test figures look better than any deployed model could do. So those dates are left
     out (with the defaults, monthly dates and H + M = 120 days: the three months before the
-    test month). Validation and training are adjacent: early stopping and the threshold may
-    see labels that overlap training's, as they do when the model is retrained for real.
+    test month). Validation and training are adjacent: validation labels overlap training's,
+    which may make early stopping a little optimistic but shows nothing of the test window.
 
     Raises:
         TrainingDataError: Too few dates, rows or bad buyers for an honest evaluation.

@@ -125,9 +125,9 @@ def test_train_register_promote_retrain(
     result = run("promote")
     assert result.exit_code == 0, result.output
     assert "verdict: refused" in result.output
-    # Why, in words: a shuffled model ranks no better than chance (roc_auc), or its threshold
-    # finds no buyer good enough (sanity), depending on the draw.
-    assert "roc_auc" in result.output or "sanity: its threshold" in result.output
+    # Why, in words. Seeded, this shuffled model's validation threshold finds no buyer good
+    # enough (sanity), so the metric comparison is not reached; test_gate covers that part.
+    assert "sanity: its threshold flags no buyer premium" in result.output
     assert (alias(client, "champion"), alias(client, "challenger")) == ("1", "2")
     assert client.get_model_version(MODEL, "2").tags["gate_verdict"] == "refused"
 
