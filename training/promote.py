@@ -6,6 +6,7 @@ A refusal is a normal outcome; only a broken registry, store or data is an error
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,6 +59,41 @@ def _data_dir(client: MlflowClient, version: registry.ModelVersion, given: Path 
     if "data_dir" not in params:
         raise RegistryError("the challenger's run records no data_dir; pass --data")
     return Path(params["data_dir"])
+
+
+def labels_complete_at(client: MlflowClient, version: registry.ModelVersion) -> pd.Timestamp | None:
+    """When the newest label a version was fit or tuned on was complete: its newest training
+    or validation as-of date + horizon + maturity, from its training run (None when the run
+    does not record its dates)."""
+    params = client.get_run(version.run_id).data.params if version.run_id else {}
+    dates = [
+        date
+        for key in ("train_dates", "valid_dates")
+        for date in params.get(key, "").split(",")
+        if date
+    ]
+    if not dates:
+        return None
+    snapshot = _snapshot_params(client, version)
+    lead = pd.Timedelta(days=snapshot.horizon_days + snapshot.maturity_days)
+    return pd.Timestamp(max(dates), tz="UTC") + lead
+
+
+def _seen_gate_window(
+    client: MlflowClient, version: registry.ModelVersion, gate_date: pd.Timestamp
+) -> str | None:
+    """Why a version's figures on the gate date are in-sample, or None when they are not.
+
+    A model fit or tuned on a label not complete before the gate date learned from outcomes
+    inside the gate's own window, so its figures there flatter it (see split_by_time).
+    """
+    complete = labels_complete_at(client, version)
+    if complete is None or complete < gate_date:
+        return None
+    return (
+        f"it was fit on labels complete only at {complete.date()}, not before the gate date "
+        f"{gate_date.date()}: its figures there are in-sample"
+    )
 
 
 def gate_rows(data_dir: Path, params: SnapshotParams) -> pd.DataFrame:
@@ -132,7 +168,12 @@ def promote(
     rows = gate_rows(data_dir, snapshot_params)
     gate_as_of = pd.Timestamp(rows["as_of"].iloc[0]).date().isoformat()
 
+    gate_date = pd.Timestamp(rows["as_of"].iloc[0])
     challenger_figures = _judge(challenger, rows, target, config)
+    seen = _seen_gate_window(client, challenger_version, gate_date)
+    if seen is not None:  # refused (a sanity problem) unless forced
+        problems = (*challenger_figures.problems, seen)
+        challenger_figures = dataclasses.replace(challenger_figures, problems=problems)
     champion_figures = None
     note = ""
     if champion_version is not None:
@@ -143,6 +184,14 @@ def promote(
             note = f"champion cannot be judged ({exc}); compared as if there were none"
         if champion_figures is not None and champion_figures.problems:
             note = f"champion fails its own sanity checks: {'; '.join(champion_figures.problems)}"
+            champion_figures = None
+        seen = _seen_gate_window(client, champion_version, gate_date)
+        if champion_figures is not None and seen is not None:
+            # E.g. a champion trained before the split was purged: no fair comparison here.
+            note = (
+                f"champion version {champion_version.version}: {seen}; "
+                "compared as if there were none"
+            )
             champion_figures = None
     elif not note:
         note = "no champion yet: the challenger needs only to pass the sanity checks"

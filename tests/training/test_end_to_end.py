@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 import lightgbm as lgb
 import mlflow
 import numpy as np
+import pandas as pd
 import pytest
 from mlflow import MlflowClient
 from typer.testing import CliRunner
 
 import features
+from training import registry
 from training.__main__ import app
 from training.config import TrainConfig
 from training.snapshots import Split
@@ -153,6 +156,42 @@ def test_train_register_promote_retrain(
     assert result.exit_code == 0, result.output
     assert "skipped" in result.output
     assert len(client.search_model_versions(f"name = '{MODEL}'")) == 3
+
+
+def test_the_gate_does_not_trust_figures_on_a_window_a_model_was_fit_on(
+    small_config: TrainConfig, tracking: str
+) -> None:
+    """A model fit on labels that reach the gate date is judged in-sample there: as a
+    challenger it is refused, as a champion it is not compared (e.g. one trained before the
+    split was purged)."""
+    client = registry.connect(tracking)  # what train does: MLflow's globals point here too
+    data = load_training_data(small_config)
+    split = data.split
+
+    def register(split: Split) -> str:
+        evaluation = fit_and_evaluate(split, small_config, data.oracle)
+        logged = dataclasses.replace(data, split=split)  # the run records this split's dates
+        return log_and_register(client, logged, evaluation, small_config).model_version
+
+    assert register(split) == "1"
+    assert "verdict: promoted" in run("promote").output
+
+    # Trained on every date up to the test month (the old, leaky split and then some).
+    leaky = Split(pd.concat([split.train, split.valid]), split.test, split.test)
+    assert register(leaky) == "2"
+    result = run("promote")
+    assert result.exit_code == 0, result.output
+    assert "verdict: refused" in result.output
+    assert "sanity: it was fit on labels complete only at" in result.output
+    assert "verdict: forced" in run("promote", "--force").output
+
+    # An honest challenger against that champion: no comparison on the champion's own window.
+    assert register(split) == "3"
+    result = run("promote")
+    assert result.exit_code == 0, result.output
+    assert "note: champion version 2: it was fit on labels complete only at" in result.output
+    assert "verdict: promoted" in result.output
+    assert alias(client, "champion") == "3"
 
 
 def test_metrics_are_reproducible_for_a_fixed_seed(small_config: TrainConfig) -> None:
