@@ -64,8 +64,11 @@ def _data_dir(client: MlflowClient, version: registry.ModelVersion, given: Path 
 def labels_complete_at(client: MlflowClient, version: registry.ModelVersion) -> pd.Timestamp | None:
     """When the newest label a version was fit or tuned on was complete: its newest training
     or validation as-of date + horizon + maturity, from its training run (None when the run
-    does not record its dates)."""
-    params = client.get_run(version.run_id).data.params if version.run_id else {}
+    is gone or does not record its dates)."""
+    try:
+        params = client.get_run(version.run_id).data.params if version.run_id else {}
+    except mlflow.exceptions.MlflowException:
+        return None
     dates = [
         date
         for key in ("train_dates", "valid_dates")
