@@ -67,6 +67,16 @@ def shuffled_challenger(config: TrainConfig, client: MlflowClient) -> str:
     return log_and_register(client, data, evaluation, config).model_version
 
 
+def weak_challenger(config: TrainConfig, client: MlflowClient) -> str:
+    """Register a sane but rougher model: two boosting rounds instead of up to 80."""
+    weak = config.model_copy(
+        update={"model": config.model.model_copy(update={"num_boost_round": 2})}
+    )
+    data = load_training_data(weak)
+    evaluation = fit_and_evaluate(data.split, weak, data.oracle)
+    return log_and_register(client, data, evaluation, weak).model_version
+
+
 def test_train_register_promote_retrain(
     small_world: Path, small_config: TrainConfig, tracking: str, tmp_path: Path
 ) -> None:
@@ -134,6 +144,18 @@ def test_train_register_promote_retrain(
     assert (alias(client, "champion"), alias(client, "challenger")) == ("1", "2")
     assert client.get_model_version(MODEL, "2").tags["gate_verdict"] == "refused"
 
+    # A sane challenger that fails one of the gate's figures is refused on it. Seeded, two
+    # boosting rounds rank well (AUC 0.905) but leave the scores far from the observed rates.
+    assert weak_challenger(small_config, client) == "3"
+    result = run("promote")
+    assert result.exit_code == 0, result.output
+    assert "verdict: refused" in result.output
+    assert "- calibration_error" in result.output and "exceeds" in result.output
+    assert "sanity:" not in result.output
+    assert alias(client, "champion") == "1"
+    # Back to the shuffled model as challenger for the --force step.
+    client.set_registered_model_alias(MODEL, "challenger", "2")
+
     # 4. --force overrides, and the override is on record.
     result = run("promote", "--force")
     assert result.exit_code == 0, result.output
@@ -149,13 +171,13 @@ def test_train_register_promote_retrain(
     result = run("retrain", "--data", str(small_world), "--no-materialize", *SMALL)
     assert result.exit_code == 0, result.output
     assert "verdict: promoted" in result.output
-    assert (alias(client, "champion"), alias(client, "previous")) == ("3", "2")
+    assert (alias(client, "champion"), alias(client, "previous")) == ("4", "2")
 
     # 6. Same data again: skipped, nothing new registered.
     result = run("retrain", "--data", str(small_world), "--no-materialize", *SMALL)
     assert result.exit_code == 0, result.output
     assert "skipped" in result.output
-    assert len(client.search_model_versions(f"name = '{MODEL}'")) == 3
+    assert len(client.search_model_versions(f"name = '{MODEL}'")) == 4
 
 
 def test_the_gate_does_not_trust_figures_on_a_window_a_model_was_fit_on(
