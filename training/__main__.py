@@ -15,6 +15,12 @@ from typing import Annotated
 
 import typer
 
+from training.config import DataChecks, ModelParams, SnapshotParams, TrainConfig
+
+# The options' defaults are the configuration's own, so the two cannot drift apart.
+_SNAPSHOTS, _MODEL, _CHECKS = SnapshotParams(), ModelParams(), DataChecks()
+_TARGET: float = TrainConfig.model_fields["target_bad_rate"].default
+
 app = typer.Typer(
     help="Train the buyer-quality model, gate its promotion, run the retraining job.",
     no_args_is_help=True,
@@ -101,8 +107,6 @@ def _train_config(
     min_positives: int,
     progress: bool,
 ):
-    from training.config import DataChecks, ModelParams, SnapshotParams, TrainConfig
-
     return TrainConfig(
         data_dir=data,
         snapshots=SnapshotParams(
@@ -203,19 +207,19 @@ def _main(
 @app.command("train")
 def train_command(
     data: DataOpt,
-    horizon_days: HorizonOpt = 90,
-    maturity_days: MaturityOpt = 30,
-    frequency: FrequencyOpt = "MS",
-    min_history_days: HistoryOpt = 180,
-    test_dates: TestDatesOpt = 1,
-    valid_dates: ValidDatesOpt = 1,
-    target_bad_rate: TargetOpt = 0.01,
-    seed: SeedOpt = 42,
-    num_boost_round: RoundsOpt = 2000,
-    early_stopping_rounds: StoppingOpt = 100,
-    learning_rate: RateOpt = 0.05,
-    num_threads: ThreadsOpt = 1,
-    min_positives: PositivesOpt = 10,
+    horizon_days: HorizonOpt = _SNAPSHOTS.horizon_days,
+    maturity_days: MaturityOpt = _SNAPSHOTS.maturity_days,
+    frequency: FrequencyOpt = _SNAPSHOTS.frequency,
+    min_history_days: HistoryOpt = _SNAPSHOTS.min_history_days,
+    test_dates: TestDatesOpt = _SNAPSHOTS.test_dates,
+    valid_dates: ValidDatesOpt = _SNAPSHOTS.valid_dates,
+    target_bad_rate: TargetOpt = _TARGET,
+    seed: SeedOpt = _MODEL.seed,
+    num_boost_round: RoundsOpt = _MODEL.num_boost_round,
+    early_stopping_rounds: StoppingOpt = _MODEL.early_stopping_rounds,
+    learning_rate: RateOpt = _MODEL.learning_rate,
+    num_threads: ThreadsOpt = _MODEL.num_threads,
+    min_positives: PositivesOpt = _CHECKS.min_positives,
     progress: ProgressOpt = True,
 ) -> None:
     """Build snapshots, train LightGBM and baselines, log to MLflow, register @challenger."""
@@ -280,19 +284,19 @@ def retrain_command(
     materialize: Annotated[
         bool, typer.Option(help="Refresh serving's online store after promotion.")
     ] = True,
-    horizon_days: HorizonOpt = 90,
-    maturity_days: MaturityOpt = 30,
-    frequency: FrequencyOpt = "MS",
-    min_history_days: HistoryOpt = 180,
-    test_dates: TestDatesOpt = 1,
-    valid_dates: ValidDatesOpt = 1,
-    target_bad_rate: TargetOpt = 0.01,
-    seed: SeedOpt = 42,
-    num_boost_round: RoundsOpt = 2000,
-    early_stopping_rounds: StoppingOpt = 100,
-    learning_rate: RateOpt = 0.05,
-    num_threads: ThreadsOpt = 1,
-    min_positives: PositivesOpt = 10,
+    horizon_days: HorizonOpt = _SNAPSHOTS.horizon_days,
+    maturity_days: MaturityOpt = _SNAPSHOTS.maturity_days,
+    frequency: FrequencyOpt = _SNAPSHOTS.frequency,
+    min_history_days: HistoryOpt = _SNAPSHOTS.min_history_days,
+    test_dates: TestDatesOpt = _SNAPSHOTS.test_dates,
+    valid_dates: ValidDatesOpt = _SNAPSHOTS.valid_dates,
+    target_bad_rate: TargetOpt = _TARGET,
+    seed: SeedOpt = _MODEL.seed,
+    num_boost_round: RoundsOpt = _MODEL.num_boost_round,
+    early_stopping_rounds: StoppingOpt = _MODEL.early_stopping_rounds,
+    learning_rate: RateOpt = _MODEL.learning_rate,
+    num_threads: ThreadsOpt = _MODEL.num_threads,
+    min_positives: PositivesOpt = _CHECKS.min_positives,
     progress: ProgressOpt = False,
 ) -> None:
     """The scheduled job: train, promote, refresh the online store (cron-safe).
