@@ -6,7 +6,7 @@ from importlib import resources
 from pathlib import Path
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class _Frozen(BaseModel):
@@ -38,6 +38,11 @@ class ShopEligibility(_Frozen):
     min_events_for_rate: int = Field(ge=0)
 
 
+def category_key(category: str) -> str:
+    """A category as the exclusion list compares it: trimmed, case-folded."""
+    return category.strip().casefold()
+
+
 class Policy(_Frozen):
     """The unshipped fast-refund policy; `version` is in every answer and audit record."""
 
@@ -48,6 +53,12 @@ class Policy(_Frozen):
     velocity: Velocity
     shop_eligibility: ShopEligibility
     revoke_on_confirmed_abuse: bool = True
+
+    @field_validator("excluded_categories")
+    @classmethod
+    def _normalized(cls, categories: frozenset[str]) -> frozenset[str]:
+        # Held as `category_key` gives them: "Game_Top_Up " is game_top_up.
+        return frozenset(category_key(c) for c in categories)
 
 
 def load_policy(path: str | Path | None = None) -> Policy:

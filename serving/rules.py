@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
-from serving.policy import MinHistory, Velocity
+from serving.policy import MinHistory, Velocity, category_key
 
 # POLICY.md, word for word: the note an automatic approval carries.
 APPROVAL_NOTE = "该用户为平台优质用户且订单满足极速退款条件,平台已自动审核通过卖家发货前仅退款申请"
@@ -70,12 +70,16 @@ def amount_below_limit(paid_fen: int, limit_fen: int) -> Failure | None:
 def goods_not_excluded(
     is_virtual: bool, is_custom: bool, category: str, excluded_categories: Iterable[str]
 ) -> Failure | None:
-    """POLICY.md rule 3: neither virtual nor custom-made, by flag or by category."""
+    """POLICY.md rule 3: neither virtual nor custom-made, by flag or by category.
+
+    The category is compared trimmed and case-folded (`policy.category_key`; the policy holds
+    its list that way), so "Game_Top_Up" cannot slip past game_top_up.
+    """
     if is_virtual:
         return Failure(Reason.CATEGORY_EXCLUDED, "virtual goods are excluded")
     if is_custom:
         return Failure(Reason.CATEGORY_EXCLUDED, "custom-made goods are excluded")
-    if category in excluded_categories:
+    if category_key(category) in excluded_categories:
         return Failure(Reason.CATEGORY_EXCLUDED, f"category {category} is excluded")
     return None
 

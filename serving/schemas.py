@@ -12,6 +12,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
+    StrictBool,
     StringConstraints,
     field_validator,
 )
@@ -41,8 +42,10 @@ class Order(_Strict):
     buyer_id: Id
     shop_id: Id
     category: Annotated[str, StringConstraints(min_length=1, max_length=64)]
-    is_virtual: bool
-    is_custom: bool
+    # Strict: only JSON true/false. Lax parsing would read 0, "false" or "no" as False,
+    # and an approval should not rest on guessing what a malformed flag meant.
+    is_virtual: StrictBool
+    is_custom: StrictBool
     paid_amount: PaidFen = Field(
         description="Actually-paid CNY as a decimal string with at most two decimals, "
         'e.g. "299.99"; held as integer fen.'

@@ -290,6 +290,9 @@ def _with_order(**fields: object) -> dict:
         (_with_order(currency="USD"), "currency"),
         (_with_order(status="lost"), "status"),
         (_with_order(is_virtual="maybe"), "is_virtual"),
+        # Booleans are JSON booleans: 0 or "false" is a caller's bug, not a "no" to approve on.
+        (_with_order(is_virtual=0), "is_virtual"),
+        (_with_order(is_custom="false"), "is_custom"),
         (_with_order(surprise=1), "surprise"),
         ({**body(), "kind": "refund"}, "kind"),
         ({**body(), "requested_at": "2025-06-15T02:00:00"}, "requested_at"),

@@ -78,6 +78,10 @@ def test_only_paid_unshipped_without_tracking(
         (False, True, "apparel", Reason.CATEGORY_EXCLUDED),
         (False, False, "gift_cards", Reason.CATEGORY_EXCLUDED),
         (False, False, "virtual_goods", Reason.CATEGORY_EXCLUDED),
+        (False, False, "Gift_Cards", Reason.CATEGORY_EXCLUDED),  # case and spaces do not
+        (False, False, " game_top_up ", Reason.CATEGORY_EXCLUDED),  # get past the list
+        (False, False, "GAME_TOP_UP", Reason.CATEGORY_EXCLUDED),
+        (False, False, "game top up", None),  # another category: not guessed at
     ],
 )
 def test_virtual_custom_and_excluded_categories(
