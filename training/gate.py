@@ -131,26 +131,34 @@ def decide(
     champion: GateFigures | None,
     params: GateParams,
     force: bool = False,
+    replacing: bool | None = None,
 ) -> Verdict:
     """Promote only a challenger that is sane and not worse than the champion.
 
     Not worse: ROC AUC at most `max_auc_drop` below the champion's, coverage at the
     target bad rate at least the champion's, calibration error within bounds. With no
     champion, passing the sanity checks is enough. `force` promotes anyway (recorded).
+
+    Args:
+        replacing: Whether a model serves now (default: whether `champion` is given). When
+            one does but its figures cannot be compared (`champion` None: unreadable, not
+            sane, or in-sample on the gate's rows), the calibration bound still applies.
     """
+    replacing = champion is not None if replacing is None else replacing
     reasons = [f"sanity: {p}" for p in challenger.problems]
-    if champion is not None and not challenger.problems:
-        if not challenger.roc_auc >= champion.roc_auc - params.max_auc_drop:
-            reasons.append(
-                f"roc_auc {challenger.roc_auc:.4f} is more than {params.max_auc_drop} below "
-                f"the champion's {champion.roc_auc:.4f}"
-            )
-        if not challenger.coverage_at_target >= champion.coverage_at_target:
-            reasons.append(
-                f"coverage_at_target {challenger.coverage_at_target:.4f} is below the "
-                f"champion's {champion.coverage_at_target:.4f}"
-            )
-        if not challenger.calibration_error <= params.max_calibration_error:
+    if not challenger.problems:
+        if champion is not None:
+            if not challenger.roc_auc >= champion.roc_auc - params.max_auc_drop:
+                reasons.append(
+                    f"roc_auc {challenger.roc_auc:.4f} is more than {params.max_auc_drop} "
+                    f"below the champion's {champion.roc_auc:.4f}"
+                )
+            if not challenger.coverage_at_target >= champion.coverage_at_target:
+                reasons.append(
+                    f"coverage_at_target {challenger.coverage_at_target:.4f} is below the "
+                    f"champion's {champion.coverage_at_target:.4f}"
+                )
+        if replacing and not challenger.calibration_error <= params.max_calibration_error:
             reasons.append(
                 f"calibration_error {challenger.calibration_error:.4f} exceeds "
                 f"{params.max_calibration_error}"

@@ -43,6 +43,10 @@ class PromoteResult:
 def _snapshot_params(client: MlflowClient, version: registry.ModelVersion) -> SnapshotParams:
     """The challenger's own label horizon, maturity and dates, read from its training run."""
     params = client.get_run(version.run_id).data.params if version.run_id else {}
+    return _snapshot_params_from(params)
+
+
+def _snapshot_params_from(params: dict[str, str]) -> SnapshotParams:
     known = SnapshotParams.model_fields
     values = {
         key.removeprefix("snapshots."): value
@@ -61,14 +65,10 @@ def _data_dir(client: MlflowClient, version: registry.ModelVersion, given: Path 
     return Path(params["data_dir"])
 
 
-def labels_complete_at(client: MlflowClient, version: registry.ModelVersion) -> pd.Timestamp | None:
-    """When the newest label a version was fit or tuned on was complete: its newest training
-    or validation as-of date + horizon + maturity, from its training run (None when the run
-    is gone or does not record its dates)."""
-    try:
-        params = client.get_run(version.run_id).data.params if version.run_id else {}
-    except mlflow.exceptions.MlflowException:
-        return None
+def labels_complete_at(params: dict[str, str]) -> pd.Timestamp | None:
+    """When the newest label a model was fit or tuned on was complete, from its training
+    run's params: its newest training or validation as-of date + horizon + maturity (None
+    when the run does not record its dates)."""
     dates = [
         date
         for key in ("train_dates", "valid_dates")
@@ -77,26 +77,32 @@ def labels_complete_at(client: MlflowClient, version: registry.ModelVersion) -> 
     ]
     if not dates:
         return None
-    snapshot = _snapshot_params(client, version)
+    snapshot = _snapshot_params_from(params)
     lead = pd.Timedelta(days=snapshot.horizon_days + snapshot.maturity_days)
     return pd.Timestamp(max(dates), tz="UTC") + lead
 
 
-def _seen_gate_window(
-    client: MlflowClient, version: registry.ModelVersion, gate_date: pd.Timestamp
-) -> str | None:
-    """Why a version's figures on the gate date are in-sample, or None when they are not.
+def in_sample(params: dict[str, str], gate_date: pd.Timestamp) -> str | None:
+    """Why a model's figures on the gate date are in-sample, or None when they are not.
 
     A model fit or tuned on a label not complete before the gate date learned from outcomes
     inside the gate's own window, so its figures there flatter it (see split_by_time).
     """
-    complete = labels_complete_at(client, version)
+    complete = labels_complete_at(params)
     if complete is None or complete < gate_date:
         return None
     return (
         f"it was fit on labels complete only at {complete.date()}, not before the gate date "
         f"{gate_date.date()}: its figures there are in-sample"
     )
+
+
+def _run_params(client: MlflowClient, version: registry.ModelVersion) -> dict[str, str]:
+    """A version's training-run params ({} when the run is gone or unreadable)."""
+    try:
+        return dict(client.get_run(version.run_id).data.params) if version.run_id else {}
+    except mlflow.exceptions.MlflowException:
+        return {}
 
 
 def gate_rows(data_dir: Path, params: SnapshotParams) -> pd.DataFrame:
@@ -173,11 +179,12 @@ def promote(
 
     gate_date = pd.Timestamp(rows["as_of"].iloc[0])
     challenger_figures = _judge(challenger, rows, target, config)
-    seen = _seen_gate_window(client, challenger_version, gate_date)
+    seen = in_sample(_run_params(client, challenger_version), gate_date)
     if seen is not None:  # refused (a sanity problem) unless forced
         problems = (*challenger_figures.problems, seen)
         challenger_figures = dataclasses.replace(challenger_figures, problems=problems)
     champion_figures = None
+    set_aside = None  # a champion's figures that cannot be compared (logged, not used)
     note = ""
     if champion_version is not None:
         try:
@@ -188,17 +195,23 @@ def promote(
         if champion_figures is not None and champion_figures.problems:
             note = f"champion fails its own sanity checks: {'; '.join(champion_figures.problems)}"
             champion_figures = None
-        seen = _seen_gate_window(client, champion_version, gate_date)
+        seen = in_sample(_run_params(client, champion_version), gate_date)
         if champion_figures is not None and seen is not None:
             # E.g. a champion trained before the split was purged: no fair comparison here.
             note = (
-                f"champion version {champion_version.version}: {seen}; "
-                "compared as if there were none"
+                f"champion version {champion_version.version}: {seen}; not compared (the "
+                "challenger must pass the sanity checks and the calibration bound)"
             )
-            champion_figures = None
+            set_aside, champion_figures = champion_figures, None
     elif not note:
         note = "no champion yet: the challenger needs only to pass the sanity checks"
-    verdict = decide(challenger_figures, champion_figures, config.gate, force=config.force)
+    verdict = decide(
+        challenger_figures,
+        champion_figures,
+        config.gate,
+        force=config.force,
+        replacing=champion_version is not None,
+    )
 
     experiment_id = registry.ensure_experiment(client, config.experiment_name)
     with mlflow.start_run(
@@ -219,7 +232,12 @@ def promote(
                 **{f"gate.{k}": v for k, v in config.gate.model_dump().items()},
             }
         )
-        for label, figures in (("challenger", challenger_figures), ("champion", champion_figures)):
+        judged = (
+            ("challenger", challenger_figures),
+            ("champion", champion_figures),
+            ("champion_in_sample", set_aside),
+        )
+        for label, figures in judged:
             if figures is not None:
                 mlflow.log_metrics({f"{label}/{k}": v for k, v in figures.as_metrics().items()})
         mlflow.log_dict(

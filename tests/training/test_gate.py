@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from training.config import GateParams
 from training.gate import GateFigures, decide, sanity_problems
+from training.promote import in_sample
 
 PARAMS = GateParams()
 CHAMPION = GateFigures(
@@ -63,6 +65,48 @@ def test_first_model_needs_only_the_sanity_checks() -> None:
     verdict = decide(broken, None, PARAMS)
     assert not verdict.promote
     assert verdict.reasons == ["sanity: degenerate scores"]
+
+
+def test_a_champion_that_cannot_be_compared_still_leaves_the_calibration_bound() -> None:
+    # A model serves, but its figures are set aside (in-sample, unreadable or not sane):
+    # no comparison, and still no badly calibrated replacement.
+    rough = challenger(roc_auc=0.55, coverage_at_target=0.0, calibration_error=0.2)
+    verdict = decide(rough, None, PARAMS, replacing=True)
+    assert not verdict.promote
+    assert [r.split()[0] for r in verdict.reasons] == ["calibration_error"]
+    assert decide(challenger(roc_auc=0.55), None, PARAMS, replacing=True).promote
+
+
+@pytest.mark.parametrize(
+    ("params", "gate", "expected"),
+    [
+        # Validation 2025-10-01 + 90 + 30 days = 2026-01-29.
+        ({"train_dates": "2025-07-01,2025-08-01", "valid_dates": "2025-10-01"}, "2026-02-01", None),
+        ({"train_dates": "2025-07-01", "valid_dates": "2025-10-01"}, "2026-01-29", "2026-01-29"),
+        ({"train_dates": "2025-07-01", "valid_dates": "2025-10-01"}, "2026-01-30", None),
+        # The run's own horizon and maturity count, not the defaults.
+        (
+            {
+                "valid_dates": "2025-10-01",
+                "snapshots.horizon_days": "30",
+                "snapshots.maturity_days": "0",
+            },
+            "2025-11-01",
+            None,
+        ),
+        ({"valid_dates": "2025-10-01", "snapshots.horizon_days": "30"}, "2025-11-30", "2025-11-30"),
+        ({"train_dates": "2026-01-01", "valid_dates": ""}, "2026-02-01", "2026-05-01"),
+        ({}, "2026-02-01", None),  # a run that does not record its dates: not judged in-sample
+    ],
+)
+def test_a_model_is_in_sample_on_a_gate_date_its_labels_reach(
+    params: dict, gate: str, expected: str | None
+) -> None:
+    reason = in_sample(params, pd.Timestamp(gate, tz="UTC"))
+    if expected is None:
+        assert reason is None
+    else:
+        assert reason is not None and f"complete only at {expected}" in reason
 
 
 def test_force_overrides_a_refusal_and_says_so() -> None:
