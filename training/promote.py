@@ -40,6 +40,10 @@ class PromoteResult:
     note: str = ""
 
 
+# What a challenger is held to when a champion serves but its figures cannot be compared.
+_NOT_COMPARED = "not compared: the challenger must pass the sanity checks and the calibration bound"
+
+
 def _snapshot_params(client: MlflowClient, version: registry.ModelVersion) -> SnapshotParams:
     """The challenger's own label horizon, maturity and dates, read from its training run."""
     params = client.get_run(version.run_id).data.params if version.run_id else {}
@@ -175,9 +179,8 @@ def promote(
     snapshot_params = _snapshot_params(client, challenger_version)
     data_dir = _data_dir(client, challenger_version, config.data_dir)
     rows = gate_rows(data_dir, snapshot_params)
-    gate_as_of = pd.Timestamp(rows["as_of"].iloc[0]).date().isoformat()
-
     gate_date = pd.Timestamp(rows["as_of"].iloc[0])
+    gate_as_of = gate_date.date().isoformat()
     challenger_figures = _judge(challenger, rows, target, config)
     seen = in_sample(_run_params(client, challenger_version), gate_date)
     if seen is not None:  # refused (a sanity problem) unless forced
@@ -191,17 +194,15 @@ def promote(
             champion = registry.read_registered(champion_version)
             champion_figures = _judge(champion, rows, target, config)
         except RegistryError as exc:
-            note = f"champion cannot be judged ({exc}); compared as if there were none"
+            note = f"champion cannot be judged ({exc}); {_NOT_COMPARED}"
         if champion_figures is not None and champion_figures.problems:
-            note = f"champion fails its own sanity checks: {'; '.join(champion_figures.problems)}"
+            failed = "; ".join(champion_figures.problems)
+            note = f"champion fails its own sanity checks: {failed}; {_NOT_COMPARED}"
             champion_figures = None
         seen = in_sample(_run_params(client, champion_version), gate_date)
         if champion_figures is not None and seen is not None:
             # E.g. a champion trained before the split was purged: no fair comparison here.
-            note = (
-                f"champion version {champion_version.version}: {seen}; not compared (the "
-                "challenger must pass the sanity checks and the calibration bound)"
-            )
+            note = f"champion version {champion_version.version}: {seen}; {_NOT_COMPARED}"
             set_aside, champion_figures = champion_figures, None
     elif not note:
         note = "no champion yet: the challenger needs only to pass the sanity checks"
