@@ -2,7 +2,7 @@
 
 Property tests through the real app: a valid request with one or two fields replaced by a
 plausible value or any JSON value (or removed), any JSON document, and any bytes, to the
-single and the batch route.
+single and the batch route; then the admin and lookup routes with any id and any body.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import json
 from decimal import Decimal, InvalidOperation
+from urllib.parse import quote
 
 import pytest
 from fastapi.testclient import TestClient
@@ -17,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from serving.policy import category_key, load_policy
-from tests.serving.conftest import DECIDER, Clock, body
+from tests.serving.conftest import ADMIN, DECIDER, Clock, body
 
 URL = "/v1/refund-decisions"
 EXCLUDED = load_policy().excluded_categories
@@ -157,3 +158,34 @@ def test_a_batch_of_changed_requests_gets_an_answer_per_item(
     assert [r["index"] for r in results] == list(range(len(items)))
     for item, result in zip(items, results, strict=True):
         _check_answer(item, result["status"], result.get("decision", result.get("error")))
+
+
+ids_in_paths = st.text(
+    st.characters(blacklist_categories=("Cs",), blacklist_characters="/?#"), min_size=1, max_size=80
+)
+
+
+@pytest.mark.slow
+@FUZZ
+@given(
+    identifier=ids_in_paths,
+    change=json_values
+    | st.fixed_dictionaries({"reason": st.text(max_size=600)})
+    | st.fixed_dictionaries({"eligible": st.booleans(), "reason": st.text(max_size=600)}),
+)
+def test_admin_and_lookup_routes_never_answer_5xx(
+    client: TestClient, identifier: str, change: object
+) -> None:
+    quoted = quote(identifier, safe="")
+    content = json.dumps(change)
+    calls = [
+        ("get", f"{URL}/{quoted}", DECIDER, None),
+        ("get", f"/v1/admin/buyers/{quoted}", ADMIN, None),
+        ("get", f"/v1/admin/shops/{quoted}", ADMIN, None),
+        ("post", f"/v1/admin/buyers/{quoted}/revoke", ADMIN, content),
+        ("post", f"/v1/admin/buyers/{quoted}/restore", ADMIN, content),
+        ("put", f"/v1/admin/shops/{quoted}/eligibility", ADMIN, content),
+    ]
+    for method, path, headers, data in calls:
+        response = client.request(method, path, content=data, headers=headers)
+        assert response.status_code < 500, (method, path, data, response.text)
