@@ -35,12 +35,16 @@ def simulate(
 ) -> None:
     """Simulate a realistic log with known ground truth (truth.parquet)."""
     from features.simulate import simulate as run_simulation
-    from features.simulate import write_world
+    from features.simulate import check_world_dir, write_world
 
     try:
         date.fromisoformat(start)
     except ValueError:
         _fail(f"--start {start!r} is not a date (expected YYYY-MM-DD)")
+    try:
+        check_world_dir(out)  # before the simulation, which can take a minute
+    except LogFileError as exc:
+        _fail(str(exc))
     world = run_simulation(
         buyers=buyers, shops=shops, days=days, seed=seed, start=start, progress=sys.stderr.isatty()
     )

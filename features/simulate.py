@@ -41,8 +41,8 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from features.io import write_log, write_parquet
-from features.log import OUTCOMES, REFUND_KINDS, TransactionLog, as_of_time
+from features.io import LogFileError, write_log, write_parquet
+from features.log import OUTCOMES, REFUND_KINDS, TABLES, TransactionLog, as_of_time
 
 # Hidden buyer types (traits of the person behind the account) and their shares. An
 # account takeover is not a type: it is an event that can happen to any account. The shares
@@ -1083,12 +1083,42 @@ def simulate(
     return SimulatedWorld(log=log, truth=truth, meta=meta)
 
 
+def check_world_dir(out_dir: str | os.PathLike[str]) -> Path:
+    """`out_dir` if a simulated world may be written there: a new or empty folder, or one
+    holding an earlier simulated world (Parquet tables and their truth.parquet). A log that
+    came from elsewhere is never written over.
+
+    Raises:
+        LogFileError: `out_dir` is a file, or holds a log that was not simulated.
+    """
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise LogFileError(f"{out_dir} is a file, not a folder for the simulated log")
+    found = [
+        path
+        for name in TABLES
+        for path in (out_dir / f"{name}.parquet", out_dir / f"{name}.csv")
+        if path.exists()
+    ]
+    simulated = (out_dir / "truth.parquet").is_file()
+    if any(path.suffix == ".csv" for path in found) or (found and not simulated):
+        names = ", ".join(path.name for path in found)
+        raise LogFileError(
+            f"{out_dir} already holds a log that was not simulated ({names}); "
+            "choose another folder"
+        )
+    return out_dir
+
+
 def write_world(world: SimulatedWorld, out_dir: str | os.PathLike[str]) -> None:
     """Write the log (four Parquet tables and meta.json) and truth.parquet beside it.
 
-    Each file is written atomically.
+    Each file is written atomically. Only into a folder `check_world_dir` accepts.
+
+    Raises:
+        LogFileError: `out_dir` is a file, or holds a log that was not simulated.
     """
-    out_dir = Path(out_dir)
+    out_dir = check_world_dir(out_dir)
     write_log(world.log, out_dir, world.meta)
     write_parquet(world.truth, out_dir / "truth.parquet")
 

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from features.io import load_log
+from features.io import LogFileError, load_log
 from features.log import OUTCOMES, REFUND_KINDS, TABLES, as_of_time
 from features.schema import validate_log
 from features.simulate import RING_ONSET, SimulatedWorld, oracle_scores, simulate, write_world
@@ -395,6 +395,28 @@ def test_write_world_round_trips_through_load_log(world: SimulatedWorld, tmp_pat
     )
     assert json.loads((tmp_path / "world" / "meta.json").read_text())["seed"] == SEED
     assert not [p.name for p in (tmp_path / "world").iterdir() if p.name.startswith(".")]
+
+
+def test_write_world_never_writes_over_a_log_it_did_not_make(
+    world: SimulatedWorld, tmp_path: Path
+) -> None:
+    theirs = tmp_path / "theirs"
+    write_world(world, theirs)
+    (theirs / "truth.parquet").unlink()  # now it looks like a log exported from elsewhere
+    before = {p.name: p.read_bytes() for p in theirs.iterdir()}
+    with pytest.raises(LogFileError, match=r"already holds a log that was not simulated"):
+        write_world(world, theirs)
+    assert {p.name: p.read_bytes() for p in theirs.iterdir()} == before
+    csv = tmp_path / "csv"
+    csv.mkdir()
+    (csv / "orders.csv").write_text("order_id\n")
+    with pytest.raises(LogFileError, match=r"orders\.csv"):
+        write_world(world, csv)
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(LogFileError, match=r"is a file"):
+        write_world(world, tmp_path / "a-file")
+    write_world(world, tmp_path / "world")
+    write_world(world, tmp_path / "world")  # a simulated world may be simulated again
 
 
 def test_sizes_must_be_positive() -> None:
