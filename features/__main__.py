@@ -34,8 +34,8 @@ def simulate(
     ] = "2025-01-01",
 ) -> None:
     """Simulate a realistic log with known ground truth (truth.parquet)."""
-    from features.simulate import simulate as run_simulation
     from features.simulate import check_world_dir, write_world
+    from features.simulate import simulate as run_simulation
 
     try:
         date.fromisoformat(start)

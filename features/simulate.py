@@ -1104,8 +1104,7 @@ def check_world_dir(out_dir: str | os.PathLike[str]) -> Path:
     if any(path.suffix == ".csv" for path in found) or (found and not simulated):
         names = ", ".join(path.name for path in found)
         raise LogFileError(
-            f"{out_dir} already holds a log that was not simulated ({names}); "
-            "choose another folder"
+            f"{out_dir} already holds a log that was not simulated ({names}); choose another folder"
         )
     return out_dir
 
