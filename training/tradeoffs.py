@@ -31,8 +31,12 @@ def fast_refund_candidates(
 
     Returns:
         One row per pre-shipment refund-only request on a non-virtual, non-custom order in
-        (T, T + horizon], with `paid_fen`, `amount_fen`, `score`, `bad` (the buyer's label),
-        `abusive` (this request confirmed as abuse), `shipped_after` and `hours_to_resolve`.
+        (T, T + horizon] of some snapshot T, judged with the newest such T (the score the
+        system would have had then; a request is counted once however many snapshots cover
+        it), with `paid_fen`, `amount_fen`, `score`, `bad` (the buyer's label), `abusive`
+        (this request confirmed as abuse), `shipped_after` (approved in the log, and a
+        tracking number entered after the request: POLICY.md's observable risk; a request
+        rejected or withdrawn and then shipped is ordinary fulfilment) and `hours_to_resolve`.
     """
     orders = log.orders.set_index("order_id")
     requests = log.refunds.join(
@@ -55,12 +59,13 @@ def fast_refund_candidates(
         ]
         pieces.append(window.merge(snapshot[["buyer_id", "as_of", "score", "bad"]], on="buyer_id"))
     frame = pd.concat(pieces, ignore_index=True)
+    frame = frame.sort_values("as_of", kind="stable").drop_duplicates("refund_id", keep="last")
+    frame = frame.reset_index(drop=True)
+    approved = frame["outcome"].isin(APPROVED)
     frame["abusive"] = frame["abuse_confirmed_at"].notna()
-    frame["shipped_after"] = frame["shipped_at"].notna()
+    frame["shipped_after"] = approved & frame["shipped_at"].notna()
     waited = frame["resolved_at"] - frame["requested_at"]
-    frame["hours_to_resolve"] = (waited / pd.Timedelta(hours=1)).where(
-        frame["outcome"].isin(APPROVED)
-    )
+    frame["hours_to_resolve"] = (waited / pd.Timedelta(hours=1)).where(approved)
     return frame
 
 

@@ -13,7 +13,13 @@ T = pd.Timestamp("2025-06-01", tz="UTC")
 def _log():
     buyers = make_buyers(("B1", "2025-01-01T00:00:00Z"), ("B2", "2025-01-01T00:00:00Z"))
     orders = make_orders(
-        {"order_id": "O1", "buyer_id": "B1", "paid_at": "2025-06-02T00:00:00Z", "paid_fen": 29_999},
+        {
+            "order_id": "O1",
+            "buyer_id": "B1",
+            "paid_at": "2025-06-02T00:00:00Z",
+            "paid_fen": 29_999,
+            "shipped_at": "2025-06-05T00:00:00Z",  # a tracking number after the approval
+        },
         {
             "order_id": "O2",
             "buyer_id": "B2",
@@ -75,8 +81,26 @@ def test_only_pre_shipment_refund_only_requests_on_eligible_goods_are_candidates
     )
     candidates = fast_refund_candidates(_log(), scores)
     assert sorted(candidates["refund_id"]) == ["R1", "R2"]  # R3 virtual, R4 after shipment
-    r2 = candidates.set_index("refund_id").loc["R2"]
-    assert r2["abusive"] and r2["shipped_after"] and r2["bad"] == 1
+    by_id = candidates.set_index("refund_id")
+    assert by_id.loc["R2", "abusive"] and by_id.loc["R2", "bad"] == 1
+    # Shipped after the request: R1 was approved (the risk), R2 never was (fulfilment).
+    assert by_id.loc["R1", "shipped_after"] and not by_id.loc["R2", "shipped_after"]
+
+
+def test_a_request_covered_by_several_snapshots_is_counted_once_with_the_newest() -> None:
+    later = T + pd.Timedelta(days=1)
+    scores = pd.DataFrame(
+        {
+            "buyer_id": ["B1", "B2", "B1", "B2"],
+            "as_of": [T, T, later, later],
+            "score": [0.01, 0.5, 0.02, 0.6],
+            "bad": [0, 1, 0, 1],
+        }
+    )
+    candidates = fast_refund_candidates(_log(), scores)
+    assert sorted(candidates["refund_id"]) == ["R1", "R2"]
+    assert (candidates["as_of"] == later).all()
+    assert candidates.set_index("refund_id").loc["R1", "score"] == 0.02
 
 
 def test_threshold_and_amount_limit_decide_what_is_approved() -> None:
@@ -90,6 +114,7 @@ def test_threshold_and_amount_limit_decide_what_is_approved() -> None:
     strict = table.loc[(0.1, 300.0)]
     assert strict["auto_approved"] == 1 and strict["bad_buyer_rate"] == 0
     assert strict["buyer_hours_saved"] == 10.0 and strict["premium_coverage"] == 0.5
+    assert strict["shipped_after_approval"] == 1
     assert table.loc[(0.9, 300.0), "auto_approved"] == 1  # 300.00 CNY is not below the limit
     loose = table.loc[(0.9, 300.01)]
     assert loose["auto_approved"] == 2 and loose["cny_at_risk"] == 300.0
