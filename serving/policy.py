@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from importlib import resources
 from pathlib import Path
 
@@ -39,8 +40,12 @@ class ShopEligibility(_Frozen):
 
 
 def category_key(category: str) -> str:
-    """A category as the exclusion list compares it: trimmed, case-folded."""
-    return category.strip().casefold()
+    """A category as the exclusion list compares it: NFKC-normalized (full-width letters
+    as ASCII), invisible format and control characters removed, trimmed, case-folded."""
+    text = unicodedata.normalize("NFKC", category)
+    if not (text.isascii() and text.isprintable()):  # the usual case skips the filter
+        text = "".join(c for c in text if unicodedata.category(c) not in ("Cf", "Cc"))
+    return text.strip().casefold()
 
 
 class Policy(_Frozen):

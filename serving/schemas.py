@@ -76,10 +76,22 @@ class DecisionRequest(_Strict):
     kind: Literal["refund_only", "return_and_refund"]
     order: Order
 
+    @field_validator("requested_at", mode="before")
+    @classmethod
+    def _not_a_number(cls, value: Any) -> Any:
+        # An ISO 8601 string with its offset (or a datetime, from Python), not a number
+        # that pydantic would read as seconds since the epoch.
+        if isinstance(value, int | float):
+            raise ValueError('must be a date and time with its offset, "2025-06-01T02:00:00Z"')
+        return value
+
     @field_validator("requested_at")
     @classmethod
     def _to_utc(cls, value: AwareDatetime) -> AwareDatetime:
-        return value.astimezone(UTC)
+        try:
+            return value.astimezone(UTC)
+        except OverflowError:  # e.g. 0001-01-01 at +01:00 is before the first UTC instant
+            raise ValueError("is outside the range of dates in UTC") from None
 
 
 class BatchRequest(BaseModel):
@@ -162,5 +174,5 @@ class RevocationChange(_Strict):
 class ShopEligibilityChange(_Strict):
     """An admin's decision on a shop's eligibility, and why."""
 
-    eligible: bool
+    eligible: StrictBool  # JSON true/false only: "yes", 1 or "on" are refused, not guessed
     reason: Text

@@ -4,17 +4,23 @@ from __future__ import annotations
 
 import json
 import logging
+from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, status
+from fastapi import APIRouter, HTTPException, Path, status
 
 from serving.deps import AdminDep, ServiceDep
 from serving.model import ModelUnavailable
-from serving.schemas import RevocationChange, ShopEligibilityChange
+from serving.schemas import Id, RevocationChange, ShopEligibilityChange
 from serving.service import Service
 from serving.store import OnlineStore
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
 logger = logging.getLogger("serving.admin")
+
+# Ids as decision requests spell them (1-64 printable ASCII, no spaces): an id no request
+# can carry (" B1", a zero-width space) is a 422, not an override nobody's request matches.
+BuyerId = Annotated[Id, Path(description="The buyer_id decision requests carry.")]
+ShopId = Annotated[Id, Path(description="The shop_id decision requests carry.")]
 
 
 def _store(service: Service) -> OnlineStore:
@@ -47,14 +53,14 @@ def _buyer_view(store: OnlineStore, buyer_id: str) -> dict:
 
 
 @router.get("/buyers/{buyer_id}")
-async def get_buyer(buyer_id: str, caller: AdminDep, service: ServiceDep) -> dict:
+async def get_buyer(buyer_id: BuyerId, caller: AdminDep, service: ServiceDep) -> dict:
     """What the online store knows about a buyer."""
     return _buyer_view(_store(service), buyer_id)
 
 
 @router.post("/buyers/{buyer_id}/revoke")
 async def revoke_buyer(
-    buyer_id: str, change: RevocationChange, caller: AdminDep, service: ServiceDep
+    buyer_id: BuyerId, change: RevocationChange, caller: AdminDep, service: ServiceDep
 ) -> dict:
     """Revoke the service for a buyer (POLICY.md: abuse); survives every refresh."""
     store = _store(service)
@@ -65,7 +71,7 @@ async def revoke_buyer(
 
 @router.post("/buyers/{buyer_id}/restore")
 async def restore_buyer(
-    buyer_id: str, change: RevocationChange, caller: AdminDep, service: ServiceDep
+    buyer_id: BuyerId, change: RevocationChange, caller: AdminDep, service: ServiceDep
 ) -> dict:
     """Restore the service for a buyer, overriding a revocation from the log too."""
     store = _store(service)
@@ -88,7 +94,7 @@ def _shop_view(store: OnlineStore, shop_id: str) -> dict:
 
 
 @router.get("/shops/{shop_id}")
-async def get_shop(shop_id: str, caller: AdminDep, service: ServiceDep) -> dict:
+async def get_shop(shop_id: ShopId, caller: AdminDep, service: ServiceDep) -> dict:
     """A shop's eligibility and the metrics it was decided from, including the approved
     pre-shipment refunds whose order later got a tracking number (POLICY.md's risk)."""
     return _shop_view(_store(service), shop_id)
@@ -96,7 +102,7 @@ async def get_shop(shop_id: str, caller: AdminDep, service: ServiceDep) -> dict:
 
 @router.put("/shops/{shop_id}/eligibility")
 async def set_shop_eligibility(
-    shop_id: str, change: ShopEligibilityChange, caller: AdminDep, service: ServiceDep
+    shop_id: ShopId, change: ShopEligibilityChange, caller: AdminDep, service: ServiceDep
 ) -> dict:
     """Grant or withdraw the service for a shop; survives every refresh."""
     store = _store(service)

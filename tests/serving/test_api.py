@@ -296,6 +296,10 @@ def _with_order(**fields: object) -> dict:
         (_with_order(surprise=1), "surprise"),
         ({**body(), "kind": "refund"}, "kind"),
         ({**body(), "requested_at": "2025-06-15T02:00:00"}, "requested_at"),
+        ({**body(), "requested_at": 1_749_952_800}, "requested_at"),  # not read as epoch
+        # Valid offsets whose UTC instant is outside Python's dates: 422, not a 503.
+        ({**body(), "requested_at": "0001-01-01T00:00:00+01:00"}, "requested_at"),
+        ({**body(), "requested_at": "9999-12-31T23:59:59-01:00"}, "requested_at"),
         ({**body(), "refund_id": "R" * 200_000}, "refund_id"),
         ({k: v for k, v in body().items() if k != "order"}, "order"),
     ],
@@ -307,6 +311,31 @@ def test_malformed_bodies_are_422_naming_the_field(
     assert response.status_code == 422
     assert any(field in err["loc"] for err in response.json()["detail"])
     assert len(response.content) < 2_000  # the offending input is not echoed back
+
+
+def test_a_key_repeated_in_one_object_is_422_and_nothing_is_decided(client: TestClient) -> None:
+    # Parsers disagree on which copy wins; the approval must not depend on which one.
+    headers = {**DECIDER, "content-type": "application/json"}
+    text = json.dumps(body("DUP-1"))
+    twice = text.replace('"is_virtual": false', '"is_virtual": true, "is_virtual": false')
+    assert twice != text
+    response = client.post(URL, content=twice, headers=headers)
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["body", "is_virtual"]
+    batch = '{"requests": [' + json.dumps(body("DUP-2")) + ", " + twice + "]}"
+    response = client.post(f"{URL}/batch", content=batch, headers=headers)
+    assert response.status_code == 422
+    for refund_id in ("DUP-1", "DUP-2"):
+        assert client.get(f"{URL}/{refund_id}", headers=DECIDER).status_code == 404
+    assert client.post(URL, content=text, headers=headers).status_code == 200
+
+
+def test_a_batch_item_outside_utc_dates_is_its_own_422(client: TestClient) -> None:
+    far = {**body("FAR-1"), "requested_at": "0001-01-01T00:00:00+01:00"}
+    items = {"requests": [body("FAR-0"), far]}
+    response = client.post(f"{URL}/batch", json=items, headers=DECIDER)
+    assert response.status_code == 200
+    assert [r["status"] for r in response.json()["results"]] == [200, 422]
 
 
 def test_not_json_is_422_and_an_oversized_body_is_413(client: TestClient) -> None:
@@ -543,6 +572,31 @@ def test_batch_of_more_than_1000_is_refused(client: TestClient) -> None:
     items = [body(f"X{i}") for i in range(1001)]
     response = client.post(f"{URL}/batch", json={"requests": items}, headers=DECIDER)
     assert response.status_code == 422
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "payload"),
+    [
+        ("post", "/v1/admin/buyers/%E2%80%8BB_GOOD/revoke", {"reason": "x"}),  # zero width
+        ("post", "/v1/admin/buyers/B_GOOD%20/revoke", {"reason": "x"}),  # a trailing space
+        ("post", "/v1/admin/buyers/%20/restore", {"reason": "x"}),
+        ("get", "/v1/admin/buyers/" + "B" * 65, None),
+        ("put", "/v1/admin/shops/S%C2%A0OK/eligibility", {"eligible": True, "reason": "x"}),
+        # Only JSON true/false: "yes", 1 or "on" would grant eligibility on a guess.
+        ("put", "/v1/admin/shops/S_OK/eligibility", {"eligible": "yes", "reason": "x"}),
+        ("put", "/v1/admin/shops/S_OK/eligibility", {"eligible": 1, "reason": "x"}),
+    ],
+)
+def test_admin_changes_with_an_id_no_request_can_carry_or_a_loose_flag_are_422(
+    client: TestClient, method: str, path: str, payload: dict | None
+) -> None:
+    kwargs = {"json": payload} if payload is not None else {}
+    response = getattr(client, method)(path, headers=ADMIN, **kwargs)
+    assert response.status_code == 422, response.text
+    assert (
+        decide(client, body(f"ID-{abs(hash(path)) % 10_000}-{len(str(payload))}"))["decision"]
+        == "auto_approve"
+    )  # B_GOOD at S_OK untouched
 
 
 def test_admin_revoke_restore_and_shop_eligibility_change_decisions(

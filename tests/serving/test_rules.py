@@ -81,6 +81,14 @@ def test_only_paid_unshipped_without_tracking(
         (False, False, "Gift_Cards", Reason.CATEGORY_EXCLUDED),  # case and spaces do not
         (False, False, " game_top_up ", Reason.CATEGORY_EXCLUDED),  # get past the list
         (False, False, "GAME_TOP_UP", Reason.CATEGORY_EXCLUDED),
+        (
+            False,
+            False,
+            "\uff27\uff29\uff26\uff34_\uff23\uff21\uff32\uff24\uff33",
+            Reason.CATEGORY_EXCLUDED,
+        ),  # full width
+        (False, False, "gift\u200b_cards", Reason.CATEGORY_EXCLUDED),  # a zero-width space
+        (False, False, "gift_cards\x00", Reason.CATEGORY_EXCLUDED),  # a control character
         (False, False, "game top up", None),  # another category: not guessed at
     ],
 )
