@@ -57,14 +57,16 @@ def run(
 ) -> None:
     """Serve the decision API (configuration from FASTREFUND_* variables or .env)."""
     import uvicorn
-    from pydantic import ValidationError
 
-    from serving.config import Settings
+    from serving.config import ConfigError, Settings
     from serving.logs import configure_logging
+    from serving.policy import load_policy
 
     try:
-        settings = Settings()
-    except ValidationError as exc:
+        settings = Settings.load()
+        settings.check_tokens()
+        load_policy(settings.policy_path)  # read again at startup; here for a clear error
+    except (ConfigError, ValueError, OSError) as exc:
         typer.echo(f"configuration error: {exc}", err=True)
         raise typer.Exit(2) from exc
     configure_logging(settings.log_level)

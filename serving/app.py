@@ -244,8 +244,12 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     Args:
         settings: Configuration; read from the environment when None.
         clock: Seconds since the epoch (tests move time for the velocity limits).
+
+    Raises:
+        ConfigError: The environment's settings or tokens are unusable.
     """
-    settings = settings if settings is not None else Settings()
+    settings = settings if settings is not None else Settings.load()
+    settings.check_tokens()  # outside development: no default, missing or short tokens
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -6,19 +6,24 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 DEV_DECIDER_TOKEN = "dev-decider-token"
 DEV_ADMIN_TOKEN = "dev-admin-token"
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 
 
+class ConfigError(ValueError):
+    """The service's configuration is unusable; the message never holds a secret."""
+
+
 class Settings(BaseSettings):
     """Everything the decision API needs to know about its environment.
 
-    Tokens are secrets: they are never logged and never shown in `repr`. Outside
-    `development` the default development tokens are refused.
+    Tokens are secrets: they are never logged and never shown in `repr` or in an error
+    (`load`). Outside `development` the API refuses the default development tokens
+    (`check_tokens`).
     """
 
     model_config = SettingsConfigDict(
@@ -64,20 +69,48 @@ class Settings(BaseSettings):
     store_check_seconds: float = Field(
         default=1.0, ge=0, description="How often to look for a store that was missing at startup."
     )
-    log_level: str = "INFO"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
 
-    @model_validator(mode="after")
-    def _refuse_dev_tokens_outside_development(self) -> Settings:
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _known_level(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @classmethod
+    def load(cls) -> Settings:
+        """Read the settings from the environment.
+
+        Raises:
+            ConfigError: A variable is malformed; the message names it and never shows its
+                value (a token could be in it).
+        """
+        try:
+            return cls()
+        except SettingsError as exc:  # a value that is not the JSON its field needs
+            raise ConfigError(f"{exc} (a list is JSON, e.g. '[\"token-1\"]')") from None
+        except ValidationError as exc:
+            problems = [
+                f"FASTREFUND_{'_'.join(str(p) for p in err['loc'][:1]).upper()}: {err['msg']}"
+                for err in exc.errors(include_input=False, include_url=False)
+            ]
+            raise ConfigError("; ".join(problems)) from None
+
+    def check_tokens(self) -> None:
+        """Outside `development`, refuse missing, default or short tokens (the API's check;
+        jobs that do not serve, such as materialize, do not need tokens).
+
+        Raises:
+            ConfigError: The tokens are not fit for this environment.
+        """
         if self.environment == "development":
-            return self
+            return
         tokens = [t.get_secret_value() for t in [*self.decider_tokens, *self.admin_tokens]]
         if not self.admin_tokens or not self.decider_tokens:
-            raise ValueError(f"{self.environment}: set FASTREFUND_DECIDER/ADMIN_TOKENS")
+            raise ConfigError(f"{self.environment}: set FASTREFUND_DECIDER/ADMIN_TOKENS")
         if DEV_DECIDER_TOKEN in tokens or DEV_ADMIN_TOKEN in tokens:
-            raise ValueError(f"{self.environment}: the default development tokens are refused")
+            raise ConfigError(f"{self.environment}: the default development tokens are refused")
         if any(len(token) < 16 for token in tokens):
-            raise ValueError(f"{self.environment}: tokens must be at least 16 characters")
-        return self
+            raise ConfigError(f"{self.environment}: tokens must be at least 16 characters")
 
     def tracking_uri(self) -> str:
         """The MLflow tracking URI: the setting, else $MLFLOW_TRACKING_URI, else the default."""

@@ -131,7 +131,7 @@ def materialize(
     if store_path is None or policy is None:
         from serving.config import Settings
 
-        settings = Settings()
+        settings = Settings.load()
         store_path = store_path if store_path is not None else settings.store_path
         policy = policy if policy is not None else load_policy(settings.policy_path)
     log = features.load_log(data_dir)

@@ -7,7 +7,7 @@ from importlib import resources
 from pathlib import Path
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 
 class _Frozen(BaseModel):
@@ -80,8 +80,16 @@ def load_policy(path: str | Path | None = None) -> Policy:
         text = resources.files("serving").joinpath("policy.yaml").read_text(encoding="utf-8")
     else:
         text = Path(path).read_text(encoding="utf-8")
+    name = path or "serving/policy.yaml"
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ValueError(f"policy file {path or 'serving/policy.yaml'}: not YAML: {exc}") from exc
-    return Policy.model_validate(raw)
+        raise ValueError(f"policy file {name}: not YAML: {exc}") from exc
+    try:
+        return Policy.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'the file'}: {err['msg']}"
+            for err in exc.errors(include_url=False)
+        )
+        raise ValueError(f"policy file {name}: {problems}") from exc
