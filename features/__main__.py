@@ -94,7 +94,9 @@ def build(
             _fail(f"--as-of {value!r} is not a date (expected YYYY-MM-DD)")
     try:
         log = load_log(data)
-    except (LogFileError, LogValidationError) as exc:
+        for value in as_of:
+            log.check_as_of(value)
+    except (LogFileError, LogValidationError, ValueError) as exc:
         _fail(str(exc))
     frame = build_features(log, as_of, partitions=partitions, progress=sys.stderr.isatty())
     write_parquet(frame, out)

@@ -98,6 +98,41 @@ class TransactionLog:
         """Return the table called `name` (one of TABLES)."""
         return getattr(self, name)
 
+    def last_as_of(self) -> pd.Timestamp | None:
+        """The newest as-of instant the log covers: the day after its last instant (all of
+        it known), or that instant itself when it is a midnight; None without an end."""
+        if self.end is None:
+            return None
+        end = pd.Timestamp(self.end)
+        day = end.normalize()
+        return day if day == end else day + pd.Timedelta(days=1)
+
+    def check_as_of(self, as_of: object) -> pd.Timestamp:
+        """T for an as-of date the log covers: from its first day to `last_as_of`.
+
+        Outside it a snapshot is empty (before) or counts days the log does not cover as
+        days without activity (after): a mistyped year, not a question anyone asks.
+
+        Raises:
+            ValueError: The date is not a date, or is outside the log.
+        """
+        known_at = as_of_time(as_of)
+        first = self.start
+        if first is None and len(self.buyers):
+            first = self.buyers["registered_at"].min().normalize()
+        last = self.last_as_of()
+        if first is not None and known_at < first:
+            raise ValueError(
+                f"as-of date {known_at:%Y-%m-%d} is before the log starts ({first:%Y-%m-%d})"
+            )
+        if last is not None and known_at > last:
+            raise ValueError(
+                f"as-of date {known_at:%Y-%m-%d} is after the log ends (the newest as-of date "
+                f"it covers is {last:%Y-%m-%d}; without meta.json the end is the log's last "
+                'timestamp: give meta.json an "end" if the log covers more)'
+            )
+        return known_at
+
     def known_at(self, known_at: pd.Timestamp) -> TransactionLog:
         """Cut the log down to what was known at the instant `known_at`.
 

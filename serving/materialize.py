@@ -40,11 +40,10 @@ class MaterializeReport:
 
 def default_as_of(log: features.TransactionLog) -> pd.Timestamp:
     """The end of the log as an as-of date: the day after its last instant (all of it known)."""
-    if log.end is None:
+    last = log.last_as_of()
+    if last is None:
         raise ValueError("the log has no end (no meta.json and no timestamps); give --as-of")
-    end = pd.Timestamp(log.end)
-    day = end.normalize()
-    return day if day == end else day + pd.Timedelta(days=1)
+    return last
 
 
 def shop_eligibility(metrics: pd.DataFrame, thresholds: ShopEligibility) -> pd.DataFrame:
@@ -126,7 +125,8 @@ def materialize(
 
     Raises:
         features.LogFileError, features.LogValidationError: The log cannot be used.
-        ValueError: The as-of date is not a date.
+        ValueError: The as-of date is not a date or is outside the log, or the snapshot
+            holds no buyer (the store is then left as it is).
     """
     if store_path is None or policy is None:
         from serving.config import Settings
@@ -135,10 +135,12 @@ def materialize(
         store_path = store_path if store_path is not None else settings.store_path
         policy = policy if policy is not None else load_policy(settings.policy_path)
     log = features.load_log(data_dir)
-    known_at = features.as_of_time(default_as_of(log) if as_of is None else as_of)
+    known_at = default_as_of(log) if as_of is None else log.check_as_of(as_of)
     as_of_text = known_at.date().isoformat()
 
     feats = features.build_features(log, [known_at])
+    if feats.empty:  # never swap the serving store for one that knows nobody
+        raise ValueError(f"no buyer was registered before {as_of_text}: the store is left as it is")
     columns = list(features.FEATURE_COLUMNS)
     known = log.known_at(known_at)
     order_count = known.orders.groupby("buyer_id").size()

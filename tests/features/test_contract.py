@@ -100,7 +100,7 @@ def test_cli_build_writes_features(csv_log_dir: Path, tmp_path: Path) -> None:
             "--as-of",
             "2025-06-01",
             "--as-of",
-            "2025-07-01",
+            "2025-06-15",
             "--out",
             str(out),
         ],
@@ -116,3 +116,16 @@ def test_cli_rejects_a_bad_date(csv_log_dir: Path, tmp_path: Path) -> None:
     )
     assert result.exit_code == 2
     assert "--as-of 'June' is not a date" in result.output
+
+
+@pytest.mark.parametrize(("as_of", "message"), [("2019-06-01", "before"), ("2030-01-01", "after")])
+def test_cli_refuses_an_as_of_date_outside_the_log(
+    csv_log_dir: Path, tmp_path: Path, as_of: str, message: str
+) -> None:
+    out = tmp_path / "f.parquet"
+    result = CliRunner().invoke(
+        app, ["build", "--data", str(csv_log_dir), "--as-of", as_of, "--out", str(out)]
+    )
+    assert result.exit_code == 2
+    assert f"as-of date {as_of} is {message} the log" in result.output
+    assert not out.exists()

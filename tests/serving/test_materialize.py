@@ -148,6 +148,28 @@ def test_a_failed_run_leaves_the_previous_store_serving(world, tmp_path: Path, m
     assert OnlineStore.open(store_path).meta().as_of == "2025-06-01"
 
 
+@pytest.mark.parametrize(
+    ("as_of", "message"),
+    [
+        ("2019-01-01", "before the log starts"),  # a mistyped year
+        ("2030-01-01", "after the log ends"),
+    ],
+)
+def test_an_as_of_date_the_log_does_not_cover_leaves_the_store_serving(
+    world, tmp_path: Path, as_of: str, message: str
+) -> None:
+    _, directory = world
+    store_path = tmp_path / "s.db"
+    materialize(directory, as_of="2025-06-01", store_path=store_path, policy=POLICY)
+    with pytest.raises(ValueError, match=message):
+        materialize(directory, as_of=as_of, store_path=store_path, policy=POLICY)
+    assert OnlineStore.open(store_path).meta().as_of == "2025-06-01"
+    result = CliRunner().invoke(
+        cli, ["materialize", "--data", str(directory), "--as-of", as_of, "--store", str(store_path)]
+    )
+    assert result.exit_code == 2 and message in result.output
+
+
 def test_a_refresh_is_seen_by_an_open_reader(world, tmp_path: Path) -> None:
     _, directory = world
     store_path = tmp_path / "s.db"
