@@ -273,7 +273,7 @@ def promote_command(
 def retrain_command(
     data: DataOpt,
     force: Annotated[
-        bool, typer.Option("--force", help="Retrain even if the data fingerprint is unchanged.")
+        bool, typer.Option("--force", help="Retrain even if data and settings are unchanged.")
     ] = False,
     force_promote: Annotated[
         bool, typer.Option("--force-promote", help="Promote even if the gate refuses.")
@@ -301,7 +301,7 @@ def retrain_command(
 ) -> None:
     """The scheduled job: train, promote, refresh the online store (cron-safe).
 
-    Exit status: 0 done (or skipped: data unchanged), 1 failed (reason on stderr),
+    Exit status: 0 done (or skipped: data and settings unchanged), 1 failed (reason on stderr),
     75 another retrain holds the lock.
     """
     with _failures():
@@ -334,8 +334,8 @@ def retrain_command(
         result = retrain(config)
         if result.outcome == "skipped":
             typer.echo(
-                f"skipped: data fingerprint {result.fingerprint[:12]} unchanged "
-                f"(--force to retrain); run id {result.run_id}"
+                f"skipped: data (fingerprint {result.fingerprint[:12]}) and settings unchanged "
+                f"since the last completed retrain (--force to retrain); run id {result.run_id}"
             )
             return
         _echo_training(result.train)

@@ -112,7 +112,7 @@ class RetrainConfig(_Params):
 
     train: TrainConfig
     gate: GateParams = GateParams()
-    force: bool = Field(default=False, description="Run even if the data fingerprint is unchanged.")
+    force: bool = Field(default=False, description="Run even if data and settings are unchanged.")
     force_promote: bool = False
     lock_path: Path = Path("mlruns/.retrain.lock")
     materialize: Literal["auto", "skip"] = "auto"

@@ -1,11 +1,14 @@
 """`python -m training retrain`: the scheduled job. Train, promote, refresh the online store.
 
-Safe under cron: a file lock keeps two runs from overlapping, unchanged data is skipped
-(by its fingerprint, unless forced), and every step is a child run of one MLflow run.
+Safe under cron: a file lock keeps two runs from overlapping, a run that would redo the
+last completed one (same data, same settings: `job_fingerprint`) is skipped unless forced,
+and every step is a child run of one MLflow run.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,15 +40,36 @@ class RetrainResult:
     store_note: str = ""
 
 
+def job_fingerprint(config: RetrainConfig, data_fingerprint: str) -> str:
+    """What a run would do: the data (its tables and meta.json) and every setting that
+    changes the outcome. Two runs with the same one would train the same model; how the run
+    is driven (forcing, the lock file, the progress bar, where the data folder is) is left out.
+    """
+    settings = config.model_dump(
+        mode="json",
+        exclude={
+            "force": True,
+            "force_promote": True,
+            "lock_path": True,
+            "train": {"data_dir": True, "progress": True},
+        },
+    )
+    meta = Path(config.train.data_dir) / "meta.json"
+    digest = hashlib.sha256(data_fingerprint.encode())
+    digest.update(meta.read_bytes() if meta.is_file() else b"")
+    digest.update(json.dumps(settings, sort_keys=True).encode())
+    return digest.hexdigest()
+
+
 def last_completed_fingerprint(client: MlflowClient, experiment_id: str) -> str | None:
-    """The data fingerprint of the newest retraining run that completed."""
+    """The job fingerprint of the newest retraining run that completed."""
     runs = client.search_runs(
         [experiment_id],
         filter_string=f"tags.job = 'retrain' and tags.{OUTCOME_TAG} = 'completed'",
         order_by=["attributes.start_time DESC"],
         max_results=1,
     )
-    return runs[0].data.tags.get("data_fingerprint") if runs else None
+    return runs[0].data.tags.get("job_fingerprint") if runs else None
 
 
 def refresh_store(data_dir: Path) -> str:
@@ -85,19 +109,27 @@ def _retrain_locked(config: RetrainConfig, client: MlflowClient | None) -> Retra
     if not data_dir.is_dir():
         raise features.LogFileError(f"{data_dir}: not a directory")
     fingerprint = features.fingerprint(data_dir)
+    job = job_fingerprint(config, fingerprint)
     experiment_id = registry.ensure_experiment(client, config.train.experiment_name)
     last = last_completed_fingerprint(client, experiment_id)
     parent = client.create_run(
         experiment_id,
         run_name="retrain",
-        tags={"job": "retrain", "data_fingerprint": fingerprint, "forced": str(config.force)},
+        tags={
+            "job": "retrain",
+            "data_fingerprint": fingerprint,
+            "job_fingerprint": job,
+            "forced": str(config.force),
+        },
     )
     run_id = parent.info.run_id
     client.log_param(run_id, "data_dir", str(data_dir.resolve()))
     try:
-        if last == fingerprint and not config.force:
+        if last == job and not config.force:
             client.set_tag(run_id, OUTCOME_TAG, "skipped")
-            client.set_tag(run_id, "note", "data fingerprint unchanged since the last retrain")
+            client.set_tag(
+                run_id, "note", "data and settings unchanged since the last completed retrain"
+            )
             client.set_terminated(run_id, "FINISHED")
             return RetrainResult("skipped", run_id, fingerprint)
 
