@@ -122,21 +122,37 @@ class Service:
     # -- dependencies -----------------------------------------------------------------
 
     def open_store(self) -> OnlineStore | None:
-        """The online store, reopened at most every `store_check_seconds` while missing."""
-        if self.store is not None:
-            return self.store
+        """The online store. Every `store_check_seconds`: opened if it was missing, and
+        reopened if another file replaced it (the open connection would go on reading the
+        old one); a replacement that cannot be opened leaves the old file serving."""
         now = time.monotonic()
         if now < self._next_store_try:
-            return None
+            return self.store
         self._next_store_try = now + self.settings.store_check_seconds
+        if self.store is not None and not self.store.replaced():
+            return self.store
         try:
-            self.store = OnlineStore.open(self.settings.store_path)
-            self.store_error = ""
+            store = OnlineStore.open(self.settings.store_path)
         except StoreUnavailable as exc:
-            self.store_error = str(exc)
             self.metrics.unavailable.labels(component="store").inc()
-            logger.warning("online store unavailable", extra={"fields": {"error": str(exc)}})
-        return self.store
+            if self.store is None:
+                self.store_error = str(exc)
+                logger.warning("online store unavailable", extra={"fields": {"error": str(exc)}})
+            else:
+                logger.error(
+                    "online store replaced by a file that cannot be read; still serving the "
+                    "previous one",
+                    extra={"fields": {"error": str(exc)}},
+                )
+            return self.store
+        if self.store is not None:
+            self.store.close()
+            logger.warning(
+                "online store replaced: reopened (its admin overrides are the new file's)",
+                extra={"fields": {"path": str(store.path), "as_of": store.meta().as_of}},
+            )
+        self.store, self.store_error = store, ""
+        return store
 
     def open_audit(self) -> AuditLog:
         """The audit log, reopened at most once a second while it is down.

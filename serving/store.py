@@ -222,6 +222,14 @@ def _records(pair: tuple[str, str], row: tuple) -> tuple[BuyerRecord | None, Sho
     return buyer, shop
 
 
+def _file_id(path: Path) -> tuple[int, int] | None:
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat.st_dev, stat.st_ino
+
+
 class OnlineStore:
     """Reads for the request path (one connection per worker) and the admin overrides."""
 
@@ -230,6 +238,14 @@ class OnlineStore:
         self.path = path
         self._data_version: int | None = None
         self._meta: StoreMeta | None = None
+        self._file = _file_id(path)
+
+    def replaced(self) -> bool:
+        """Whether another file now sits at the store's path (deleted and materialized
+        anew, restored from a backup): this connection still reads the old one. A refresh by
+        `materialize` is in place and is seen without reopening."""
+        current = _file_id(self.path)
+        return current is not None and current != self._file
 
     @classmethod
     def open(cls, path: str | Path) -> OnlineStore:

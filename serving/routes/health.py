@@ -30,9 +30,17 @@ async def readyz(service: ServiceDep, response: Response) -> dict:
     checks["model"] = f"ok: version {champion.version}" if champion else service.model_error
     store = service.open_store()
     try:
-        checks["store"] = f"ok: as of {store.meta().as_of}" if store else service.store_error
+        meta = store.meta() if store else None
     except StoreUnavailable as exc:
-        checks["store"] = str(exc)
+        meta, checks["store"] = None, str(exc)
+    else:
+        checks["store"] = f"ok: as of {meta.as_of}" if meta else service.store_error
+    if meta is not None and meta.policy_version != service.policy.version:
+        # Still usable, but its shop eligibility was decided with another policy's thresholds.
+        checks["store"] += (
+            f" (built under policy {meta.policy_version}: run materialize again for "
+            f"{service.policy.version})"
+        )
     try:
         service.open_audit().ping()
         checks["audit"] = "ok"

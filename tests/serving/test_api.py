@@ -737,6 +737,23 @@ def test_missing_online_store_fails_closed_then_recovers(
     assert decide(client, body("MS2"))["decision"] == "auto_approve"
 
 
+def test_a_store_file_deleted_and_materialized_anew_is_reopened(
+    client: TestClient, settings: Settings
+) -> None:
+    admin_view = "/v1/admin/buyers/B_GOOD"
+    assert client.get(admin_view, headers=ADMIN).json()["as_of"] == "2025-06-15"
+    for suffix in ("", "-wal", "-shm"):  # what `rm online.db*` does under a running server
+        Path(f"{settings.store_path}{suffix}").unlink(missing_ok=True)
+    assert decide(client, body("RS1"))["decision"] == "auto_approve"  # the old file serves
+    write_test_store(settings.store_path, as_of="2025-06-20")
+    assert client.get(admin_view, headers=ADMIN).json()["as_of"] == "2025-06-20"
+    assert decide(client, body("RS2"))["decision"] == "auto_approve"
+    store = client.get("/readyz").json()["checks"]["store"]
+    assert store.startswith("ok: as of 2025-06-20")
+    # The test store was built under policy "test", not the served one: readiness says so.
+    assert "built under policy test: run materialize again for 2025-06-01.1" in store
+
+
 def test_audit_log_down_is_503_and_nothing_is_approved(
     make_client: Callable[..., TestClient], settings: Settings, tmp_path: Path
 ) -> None:
