@@ -87,6 +87,9 @@ class DecisionRecord(NamedTuple):
     snapshot: str | None  # snapshots.id of the features; None when the store was unavailable
 
 
+BUSY_TIMEOUT_MS = 250  # the longest a request waits for the audit log's write lock
+
+
 class AuditLog:
     """The audit log on one connection (one per worker; SQLite serializes writers)."""
 
@@ -107,6 +110,10 @@ class AuditLog:
         conn = None
         try:
             conn = connect(path, create=True)
+            # The request path waits for the write lock on the event loop: a few ms is
+            # another worker's commit; a lock held longer (a stuck writer, someone's shell)
+            # is answered 503 after this, not after 5 s with every request frozen behind it.
+            conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
             conn.execute(f"PRAGMA synchronous={'FULL' if synchronous == 'FULL' else 'NORMAL'}")
             # Checkpoints run in the background (`checkpoint`, then `finish_checkpoint`), not
             # inside a request's commit; this is only the backstop if they stop.

@@ -768,6 +768,22 @@ def test_audit_log_down_is_503_and_nothing_is_approved(
     assert client.get("/readyz").status_code == 503
 
 
+def test_an_audit_log_locked_by_another_writer_is_503_and_nothing_is_approved(
+    client: TestClient, settings: Settings
+) -> None:
+    decide(client, body("LK0"))  # the log exists and is open
+    other = sqlite3.connect(settings.audit_path, isolation_level=None)
+    other.execute("BEGIN EXCLUSIVE")
+    try:
+        response = client.post(URL, json=body("LK1"), headers=DECIDER)
+        assert response.status_code == 503 and "merchant review" in response.json()["detail"]
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert client.get(f"{URL}/LK1", headers=DECIDER).status_code == 404
+    assert decide(client, body("LK1"))["decision"] == "auto_approve"  # and it recovers
+
+
 def test_audit_write_failure_mid_flight_is_503(client: TestClient, settings: Settings) -> None:
     with sqlite3.connect(settings.audit_path) as db:
         db.execute("DROP TABLE decisions")
