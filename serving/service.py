@@ -33,6 +33,10 @@ from serving.store import BuyerRecord, OnlineStore, ShopRecord, StoreMeta, Store
 
 logger = logging.getLogger("serving")
 
+# The answer's reason when the store cannot be read: the caller learns that the buyer could
+# not be checked; the file and the error (paths, SQLite messages) are for the operators.
+_STORE_DOWN = "buyer and shop could not be checked: the online store is unavailable"
+
 Clock = Callable[[], float]
 
 _REASON_ORDER = {reason: i for i, reason in enumerate(rules.Reason)}
@@ -418,13 +422,13 @@ class Service:
         empty: list[tuple[BuyerRecord | None, ShopRecord | None]] = [(None, None)] * len(requests)
         store = self.open_store()
         if store is None:
-            return f"online store unavailable: {self.store_error}", None, empty
+            return _STORE_DOWN, None, empty  # why is in the log and /readyz, not the answer
         try:
             meta, found = store.lookup((r.order.buyer_id, r.order.shop_id) for r in requests)
         except StoreUnavailable as exc:
             self.metrics.unavailable.labels(component="store").inc()
             logger.error("online store read failed", extra={"fields": {"error": str(exc)}})
-            return f"online store unavailable: {exc}", None, empty
+            return _STORE_DOWN, None, empty
         return None, meta, found
 
     def _column_index(self, champion: Champion, meta: StoreMeta) -> _ColumnIndex:
