@@ -103,19 +103,20 @@ class DecisionLane:
         self.app = app
         self.api = api
         self.endpoints = {
-            "/v1/refund-decisions": decisions.decide_raw,
-            "/v1/refund-decisions/batch": decisions.decide_batch_raw,
+            "/v1/refund-decisions": (decisions.decide_raw, "single"),
+            "/v1/refund-decisions/batch": (decisions.decide_batch_raw, "batch"),
         }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        endpoint = (
+        route = (
             self.endpoints.get(scope["path"])
             if scope["type"] == "http" and scope["method"] == "POST"
             else None
         )
-        if endpoint is None:
+        if route is None:
             await self.app(scope, receive, send)
             return
+        endpoint, name = route
         scope["app"] = self.api  # as Starlette sets it
         try:
             authorization = _header(scope, b"authorization")
@@ -125,6 +126,7 @@ class DecisionLane:
         except ClientDisconnect:
             return  # nobody to answer; anything decided is in the audit log
         except _BodyTooLarge:
+            self._refused(name, 413)
             raise  # BodySizeLimit, outside this lane, answers 413
         except HTTPException as exc:
             response = JSONResponse(
@@ -135,6 +137,8 @@ class DecisionLane:
         except Exception as exc:  # noqa: BLE001 - fail closed: 503, never a 500
             response = await _unexpected(Request(scope), exc)
         else:
+            if status != 200:
+                self._refused(name, status)
             headers = [
                 (b"content-type", b"application/json"),
                 (b"content-length", b"%d" % len(content)),
@@ -142,7 +146,13 @@ class DecisionLane:
             await send({"type": "http.response.start", "status": status, "headers": headers})
             await send({"type": "http.response.body", "body": content})
             return
+        self._refused(name, response.status_code)
         await response(scope, receive, send)
+
+    def _refused(self, route: str, status: int) -> None:
+        service = getattr(self.api.state, "service", None)
+        if service is not None:
+            service.metrics.refused.labels(route=route, status=str(status)).inc()
 
 
 def _header(scope: Scope, name: bytes) -> str:

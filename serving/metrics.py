@@ -30,6 +30,13 @@ class Metrics:
             "Requests refused with 409: another request already used the refund_id.",
             registry=self.registry,
         )
+        self.refused = Counter(
+            "fastrefund_refused_requests",
+            "Decision requests (single and batch routes) answered without a decision, by "
+            "route and status: 401/403 (token), 409 (refund_id reused), 413, 422 (body), 503.",
+            ["route", "status"],
+            registry=self.registry,
+        )
         self.unavailable = Counter(
             "fastrefund_unavailable",
             "Failures of a dependency, by component (audit, store, model, scoring).",

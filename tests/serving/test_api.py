@@ -804,6 +804,19 @@ def test_health_and_metrics(client: TestClient) -> None:
     assert "fastrefund_decision_replays_total 1.0" in text
     assert 'fastrefund_model_info{name="buyer-quality",version="7"} 1.0' in text
     assert 'fastrefund_decision_seconds_count{route="single"} 3.0' in text
+    assert "fastrefund_refused_requests_total{" not in text  # nothing refused yet
+
+    client.post(URL, json=body("MT3"))  # no token
+    client.post(URL, json=body("MT3"), headers={"Authorization": "Bearer wrong"})
+    client.post(URL, json=_with_order(paid_amount="1.001"), headers=DECIDER)
+    client.post(URL, json=body("MT1", paid_amount="5.00"), headers=DECIDER)  # a changed MT1
+    client.post(f"{URL}/batch", json={"requests": []}, headers=DECIDER)
+    text = client.get("/metrics").text
+    refused = 'fastrefund_refused_requests_total{route="%s",status="%s"} %s'
+    assert refused % ("single", "401", "2.0") in text
+    assert refused % ("single", "422", "1.0") in text
+    assert refused % ("single", "409", "1.0") in text
+    assert refused % ("batch", "422", "1.0") in text
 
 
 def test_tokens_are_never_logged(client: TestClient, caplog: pytest.LogCaptureFixture) -> None:
