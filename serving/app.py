@@ -287,8 +287,10 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
                     "environment": settings.environment,
                     "policy_version": policy.version,
                     "model_version": service.champion.version if service.champion else None,
-                    "store": str(settings.store_path),
-                    "audit": str(settings.audit_path),
+                    # Absolute: a relative default resolves against the working directory.
+                    "store": str(settings.store_path.resolve()),
+                    "audit": str(settings.audit_path.resolve()),
+                    "tracking_uri": settings.tracking_uri(),
                 }
             },
         )

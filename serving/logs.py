@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from datetime import UTC, datetime
 
@@ -25,7 +26,14 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure_logging(level: str = "INFO") -> None:
-    """Send the service's and uvicorn's logs to stderr as JSON lines."""
+    """Send the service's, uvicorn's and MLflow's logs to stderr as JSON lines.
+
+    MLflow would otherwise give its logger a plain-text handler of its own when it is first
+    imported, and draw a progress bar on every model download; both are turned off for this
+    process (unless the environment already says otherwise).
+    """
+    os.environ.setdefault("MLFLOW_CONFIGURE_LOGGING", "false")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
@@ -34,3 +42,6 @@ def configure_logging(level: str = "INFO") -> None:
     for name in ("uvicorn", "uvicorn.error"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
+    # Libraries' chatter (MLflow's database setup, alembic's plugins) only when debugging.
+    for name in ("mlflow", "alembic"):
+        logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
