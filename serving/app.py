@@ -9,6 +9,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from urllib.parse import urlsplit, urlunsplit
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -190,6 +191,14 @@ class DecisionAPI(FastAPI):
         return BodySizeLimit(DecisionLane(stack, self), self.max_body_bytes)
 
 
+def _without_password(uri: str) -> str:
+    """A URI as it may be logged: "postgresql://u:secret@h/db" as "postgresql://***@h/db"."""
+    parts = urlsplit(uri)
+    if "@" not in parts.netloc:
+        return uri
+    return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]))
+
+
 async def _too_large(scope: Scope, receive: Receive, send: Send, limit: int) -> None:
     response = JSONResponse(
         {"detail": f"request body is larger than {limit} bytes"}, status_code=413
@@ -290,7 +299,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
                     # Absolute: a relative default resolves against the working directory.
                     "store": str(settings.store_path.resolve()),
                     "audit": str(settings.audit_path.resolve()),
-                    "tracking_uri": settings.tracking_uri(),
+                    "tracking_uri": _without_password(settings.tracking_uri()),
                 }
             },
         )

@@ -913,3 +913,10 @@ def test_other_methods_on_the_decision_paths_go_through_fastapi(client: TestClie
     assert client.get(URL, headers=DECIDER).status_code == 405
     slash = client.post(f"{URL}/", json=body(), headers=DECIDER, follow_redirects=False)
     assert slash.status_code == 307  # FastAPI's redirect to the path without the slash
+
+
+def test_a_tracking_uri_is_logged_without_its_credentials() -> None:
+    hide = serving.app._without_password
+    assert hide("postgresql://u:secret@db:5432/mlflow") == "postgresql://***@db:5432/mlflow"
+    assert hide("https://token@mlflow.internal") == "https://***@mlflow.internal"
+    assert hide("sqlite:///mlflow.db") == "sqlite:///mlflow.db"
