@@ -72,13 +72,16 @@ class Violation:
     rows: list[int]
 
     def __str__(self) -> str:
-        shown = ", ".join(str(r) for r in self.rows[:EXAMPLE_ROWS])
+        where = f"{self.file}: column '{self.column}'"
+        if not self.rows:  # a rule about the table itself: a missing column, a wrong type
+            return f"{where}: breaks rule '{self.rule}'"
+        # `rows` count data rows from 0; a CSV's reader counts lines, the header being line 1.
+        csv = self.file.endswith(".csv")
+        shown = ", ".join(str(r + 2 if csv else r) for r in self.rows[:EXAMPLE_ROWS])
         more = "" if len(self.rows) <= EXAMPLE_ROWS else ", ..."
         noun = "row breaks" if len(self.rows) == 1 else "rows break"
-        return (
-            f"{self.file}: column '{self.column}': {len(self.rows)} {noun} rule "
-            f"'{self.rule}' (rows {shown}{more})"
-        )
+        place = "lines" if csv else "rows, from 0:"
+        return f"{where}: {len(self.rows)} {noun} rule '{self.rule}' ({place} {shown}{more})"
 
 
 class LogValidationError(ValueError):
