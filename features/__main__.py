@@ -92,6 +92,8 @@ def build(
             date.fromisoformat(value)
         except ValueError:
             _fail(f"--as-of {value!r} is not a date (expected YYYY-MM-DD)")
+    if out.is_dir():
+        _fail(f"--out {out} is a folder; give the path of the Parquet file to write")
     try:
         log = load_log(data)
         for value in as_of:

@@ -54,7 +54,8 @@ def as_of_time(as_of: object) -> pd.Timestamp:
     """Return T, the instant "as of date D" means: D 00:00 UTC.
 
     Args:
-        as_of: A date, a "YYYY-MM-DD" string or a timestamp (its date is used).
+        as_of: A date, a "YYYY-MM-DD" string or a timestamp (its date in UTC is used:
+            2026-01-01T05:00+08:00 is 2025-12-31 21:00 UTC, so T is 2025-12-31 00:00 UTC).
 
     Raises:
         ValueError: If the value is not a date.

@@ -26,6 +26,9 @@ def materialize(
     import features
     from serving.materialize import materialize as run_materialize
 
+    if as_of is not None and not _is_date(as_of):
+        typer.echo(f"error: --as-of {as_of!r} is not a date (expected YYYY-MM-DD)", err=True)
+        raise typer.Exit(2)
     try:
         report = run_materialize(data, as_of=as_of, store_path=store)
     except (features.LogFileError, features.LogValidationError, ValueError) as exc:
@@ -45,6 +48,16 @@ def materialize(
             f"  {shop['shop_id']}: {shop['tracking_after_refund']} of "
             f"{shop['approved_pre_ship_refunds']} approved pre-shipment refunds"
         )
+
+
+def _is_date(text: str) -> bool:
+    from datetime import date
+
+    try:
+        date.fromisoformat(text)  # a date alone, as `features build` takes it: no time of day
+    except ValueError:
+        return False
+    return True
 
 
 @app.command()

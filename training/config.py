@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 MODEL_NAME = "buyer-quality"
 EXPERIMENT_NAME = "buyer-quality"
@@ -25,6 +26,7 @@ class SnapshotParams(_Params):
     frequency: str = Field(
         default="MS", description="pandas offset alias of the as-of dates (MS=monthly)."
     )
+
     min_history_days: int = Field(
         default=180,
         ge=0,
@@ -39,6 +41,17 @@ class SnapshotParams(_Params):
         description="Validation: the newest as-of dates whose labels were known on the first "
         "test date (the dates between are purged, see split_by_time).",
     )
+
+    @field_validator("frequency")
+    @classmethod
+    def _pandas_offset(cls, value: str) -> str:
+        try:
+            pd.tseries.frequencies.to_offset(value)
+        except ValueError:
+            raise ValueError(
+                f"{value!r} is not a pandas offset alias (MS monthly, W-MON weekly, D daily)"
+            ) from None
+        return value
 
 
 class ModelParams(_Params):

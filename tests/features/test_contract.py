@@ -131,3 +131,11 @@ def test_cli_refuses_an_as_of_date_outside_the_log(
     assert result.exit_code == 2
     assert f"as-of date {as_of} is {message} the log" in result.output
     assert not out.exists()
+
+
+def test_cli_refuses_a_folder_as_the_output_file(csv_log_dir: Path, tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        app, ["build", "--data", str(csv_log_dir), "--as-of", "2025-06-01", "--out", str(tmp_path)]
+    )
+    assert result.exit_code == 2
+    assert "is a folder" in result.output

@@ -198,3 +198,11 @@ def test_cli_names_a_bad_log(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["materialize", "--data", str(tmp_path / "nowhere")])
     assert result.exit_code == 2
     assert "not a directory" in result.output
+
+
+def test_cli_takes_a_date_alone_as_build_does(world, tmp_path: Path) -> None:
+    _, directory = world
+    args = ["materialize", "--data", str(directory), "--store", str(tmp_path / "s.db")]
+    result = CliRunner().invoke(cli, [*args, "--as-of", "2025-06-01T12:00"])
+    assert result.exit_code == 2 and "is not a date (expected YYYY-MM-DD)" in result.output
+    assert not (tmp_path / "s.db").exists()

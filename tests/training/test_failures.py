@@ -127,3 +127,10 @@ def test_failed_alias_move_leaves_no_version(
     with pytest.raises(RuntimeError, match="registry went away"):
         log_and_register(client, data, evaluation, small_config)
     assert registered_versions(tracking) == 0
+
+
+def test_an_unknown_frequency_is_named(tracking: str, small_world: Path) -> None:
+    result = run("train", "--data", str(small_world), "--frequency", "XYZ")
+    assert result.exit_code == 1
+    assert "'XYZ' is not a pandas offset alias" in result.stderr
+    assert registered_versions(tracking) == 0
