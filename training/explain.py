@@ -57,11 +57,25 @@ def explain(
 
     Raises:
         KeyError: The buyer has no row in `features`.
+        ValueError: Several rows for the buyer (several as-of dates: pick one), or
+            `feature_columns` is not the model's own list in its order.
     """
+    names = list(booster.feature_name())
+    if list(feature_columns) != names:
+        raise ValueError(
+            f"feature_columns must be the model's inputs in its order: {names}, "
+            f"got {list(feature_columns)}"
+        )
     rows = features.loc[features["buyer_id"] == buyer_id]
     if rows.empty:
         raise KeyError(f"buyer {buyer_id!r} has no feature row")
-    matrix = rows[feature_columns].to_numpy(dtype=np.float64)[:1]
+    if len(rows) > 1:
+        dates = sorted(rows["as_of"].astype(str)) if "as_of" in rows else []
+        raise ValueError(
+            f"buyer {buyer_id!r} has {len(rows)} feature rows {dates}: pass one snapshot, "
+            'e.g. features.loc[features["as_of"] == as_of]'
+        )
+    matrix = rows[feature_columns].to_numpy(dtype=np.float64)
     contributions = booster.predict(matrix, pred_contrib=True)[0]
     score = float(booster.predict(matrix)[0])
     frame = pd.DataFrame(

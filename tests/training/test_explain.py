@@ -43,3 +43,15 @@ def test_an_unknown_buyer_is_an_error(booster_and_rows) -> None:
     booster, rows = booster_and_rows
     with pytest.raises(KeyError, match="B-none"):
         explain(booster, rows, "B-none", ["refunds", "age", "noise"], 0.05)
+
+
+def test_several_snapshots_or_another_column_order_are_errors(booster_and_rows) -> None:
+    booster, rows = booster_and_rows
+    columns = ["refunds", "age", "noise"]
+    two = pd.concat(
+        [rows.head(1).assign(as_of="2026-01-01"), rows.head(1).assign(as_of="2026-02-01")]
+    )
+    with pytest.raises(ValueError, match=r"2 feature rows \['2026-01-01', '2026-02-01'\]"):
+        explain(booster, two, "B0", columns, 0.05)
+    with pytest.raises(ValueError, match="the model's inputs in its order"):
+        explain(booster, rows, "B0", ["age", "refunds", "noise"], 0.05)
