@@ -31,7 +31,9 @@ _INT_COLUMNS = {"orders": ["paid_fen"], "refunds": ["amount_fen"]}
 _BOOL_COLUMNS = {"orders": ["is_virtual", "is_custom"]}
 _TRUE = {"true", "1", "t", "yes", "y"}
 _FALSE = {"false", "0", "f", "no", "n"}
-_UTC_OFFSET = r"(?:Z|[+-]00:?00)$"
+# An explicit offset: the instant is unambiguous, and it is converted to UTC (as a Parquet
+# column in any time zone is).
+_OFFSET = r"(?:Z|[+-][0-9]{2}:?[0-9]{2})$"
 
 
 class LogFileError(ValueError):
@@ -92,15 +94,15 @@ def _timestamps(values: pd.Series, file: str, column: str) -> pd.Series:
         return values.dt.tz_convert("UTC").astype(TIMESTAMP_DTYPE)
     if pd.api.types.is_datetime64_dtype(values.dtype):
         raise LogValidationError(
-            [Violation(file, column, "timestamps are timezone-aware UTC", list(range(len(values))))]
+            [Violation(file, column, "timestamps are timezone-aware", list(range(len(values))))]
         )
     text = values.astype("string")
     present = text.notna()
-    naive = present & ~text.str.contains(_UTC_OFFSET, regex=True, na=False)
+    naive = present & ~text.str.contains(_OFFSET, regex=True, na=False)
     if naive.any():
         rows = values.index[naive.to_numpy()].tolist()
         raise LogValidationError(
-            [Violation(file, column, "timestamps are UTC with an offset (Z or +00:00)", rows)]
+            [Violation(file, column, "timestamps carry their offset (Z, +00:00, +08:00)", rows)]
         )
     parsed = pd.to_datetime(text, utc=True, errors="coerce", format="ISO8601")
     bad = present & parsed.isna()
@@ -111,14 +113,19 @@ def _timestamps(values: pd.Series, file: str, column: str) -> pd.Series:
 
 
 def _integers(values: pd.Series, file: str, column: str) -> pd.Series:
+    """Money: integers of fen. Never a float, not even a whole one (DESIGN.md): a float column
+    or a CSV value such as "4655.0" says the export went through floating point somewhere."""
     if pd.api.types.is_integer_dtype(values.dtype) and not values.isna().any():
         return values.astype("int64")
-    numbers = pd.to_numeric(values, errors="coerce")
-    bad = numbers.isna() | (numbers != numbers.round())
+    if pd.api.types.is_float_dtype(values.dtype):
+        rule = f"holds integers of fen, not {values.dtype}"
+        raise LogValidationError([Violation(file, column, rule, [])])
+    text = values.astype("string").str.strip()
+    bad = ~text.str.fullmatch(r"-?[0-9]+").fillna(False).astype(bool)
     if bad.any():
         rows = values.index[bad.to_numpy()].tolist()
         raise LogValidationError([Violation(file, column, "is a whole number of fen", rows)])
-    return numbers.astype("int64")
+    return text.astype("int64")
 
 
 def _booleans(values: pd.Series, file: str, column: str) -> pd.Series:

@@ -35,11 +35,12 @@ def _edit(directory: Path, table: str, row: int, column: str, value: object) -> 
 BROKEN = [
     ("orders", 0, "paid_fen", "0", "paid_fen", "greater_than_or_equal_to(1)"),
     ("orders", 0, "paid_fen", "12.5", "paid_fen", "whole number"),
+    ("orders", 0, "paid_fen", "4655.0", "paid_fen", "whole number"),  # never a float
     ("orders", 1, "order_id", "O1", "order_id", "field_uniqueness"),
     ("orders", 2, "buyer_id", "B9", "buyer_id", "buyer exists in buyers"),
     ("orders", 0, "shop_id", "S9", "shop_id", "shop exists in shops"),
     ("orders", 0, "shipped_at", "2025-01-01T00:00:00Z", "shipped_at", "shipped_at >= paid_at"),
-    ("orders", 0, "paid_at", "2025-01-10 10:00:00", "paid_at", "UTC with an offset"),
+    ("orders", 0, "paid_at", "2025-01-10 10:00:00", "paid_at", "carry their offset"),
     ("orders", 0, "is_virtual", "maybe", "is_virtual", "true or false"),
     ("refunds", 0, "kind", "refund", "kind", "isin"),
     ("refunds", 0, "outcome", "lost", "outcome", "isin"),
@@ -139,3 +140,24 @@ def test_cli_refuses_a_folder_as_the_output_file(csv_log_dir: Path, tmp_path: Pa
     )
     assert result.exit_code == 2
     assert "is a folder" in result.output
+
+
+def test_a_float_money_column_in_parquet_is_refused(csv_log_dir: Path, tmp_path: Path) -> None:
+    log = load_log(csv_log_dir)
+    write_log(log, tmp_path / "pq", {})
+    orders = pd.read_parquet(tmp_path / "pq" / "orders.parquet")
+    orders["paid_fen"] = orders["paid_fen"].astype("float64")  # whole values, float storage
+    orders.to_parquet(tmp_path / "pq" / "orders.parquet")
+    with pytest.raises(
+        LogValidationError,
+        match="column 'paid_fen': breaks rule 'holds integers of fen, not float64'",
+    ):
+        load_log(tmp_path / "pq")
+
+
+def test_a_csv_timestamp_with_another_offset_is_the_same_instant_in_utc(csv_log_dir: Path) -> None:
+    before = load_log(csv_log_dir).orders.loc[0, "paid_at"]
+    local = before.tz_convert("Asia/Shanghai").isoformat()  # ...+08:00
+    _edit(csv_log_dir, "orders", 0, "paid_at", local)
+    after = load_log(csv_log_dir).orders.loc[0, "paid_at"]
+    assert "+08:00" in local and after == before and str(after.tz) == "UTC"
