@@ -151,17 +151,23 @@ def _normalise(frame: pd.DataFrame, name: str, file: str) -> pd.DataFrame:
     if missing:
         raise LogValidationError([Violation(file, col, "column is present", []) for col in missing])
     out = pd.DataFrame(index=frame.index)
+    unreadable: list[Violation] = []  # every column's, not only the first one's
     for col in frame.columns:
         if col not in expected:
             continue
-        if col in _TEXT_COLUMNS[name]:
-            out[col] = frame[col].astype("str")
-        elif col in _INT_COLUMNS.get(name, []):
-            out[col] = _integers(frame[col], file, col)
-        elif col in _BOOL_COLUMNS.get(name, []):
-            out[col] = _booleans(frame[col], file, col)
-        else:
-            out[col] = _timestamps(frame[col], file, col)
+        try:
+            if col in _TEXT_COLUMNS[name]:
+                out[col] = frame[col].astype("str")
+            elif col in _INT_COLUMNS.get(name, []):
+                out[col] = _integers(frame[col], file, col)
+            elif col in _BOOL_COLUMNS.get(name, []):
+                out[col] = _booleans(frame[col], file, col)
+            else:
+                out[col] = _timestamps(frame[col], file, col)
+        except LogValidationError as exc:
+            unreadable += exc.violations
+    if unreadable:
+        raise LogValidationError(unreadable)
     return out[expected]
 
 
@@ -193,7 +199,14 @@ def load_log(directory: str | os.PathLike[str], validate: bool = True) -> Transa
     if not directory.is_dir():
         raise LogFileError(f"{directory}: not a directory")
     files = {name: _table_file(directory, name) for name in TABLES}
-    tables = {name: _normalise(_read(path), name, path.name) for name, path in files.items()}
+    tables, unreadable = {}, []
+    for name, path in files.items():  # every table's unreadable values, then the rules
+        try:
+            tables[name] = _normalise(_read(path), name, path.name)
+        except LogValidationError as exc:
+            unreadable += exc.violations
+    if unreadable:
+        raise LogValidationError(unreadable)
     meta = read_meta(directory)
     start = as_of_time(meta["start"]) if meta.get("start") else None
     end = pd.Timestamp(meta["end"]) if meta.get("end") else None

@@ -161,3 +161,19 @@ def test_a_csv_timestamp_with_another_offset_is_the_same_instant_in_utc(csv_log_
     _edit(csv_log_dir, "orders", 0, "paid_at", local)
     after = load_log(csv_log_dir).orders.loc[0, "paid_at"]
     assert "+08:00" in local and after == before and str(after.tz) == "UTC"
+
+
+def test_every_unreadable_value_is_named_at_once(csv_log_dir: Path) -> None:
+    _edit(csv_log_dir, "orders", 0, "paid_fen", "12.5")
+    _edit(csv_log_dir, "orders", 1, "paid_at", "2025-01-10 10:00:00")
+    _edit(csv_log_dir, "refunds", 0, "amount_fen", "lots")
+    _edit(csv_log_dir, "buyers", 0, "registered_at", "yesterday")
+    with pytest.raises(LogValidationError) as caught:
+        load_log(csv_log_dir)
+    found = {(v.file, v.column) for v in caught.value.violations}
+    assert found == {
+        ("orders.csv", "paid_fen"),
+        ("orders.csv", "paid_at"),
+        ("refunds.csv", "amount_fen"),
+        ("buyers.csv", "registered_at"),
+    }
