@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import gc
+import json
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -23,7 +24,7 @@ from serving.coalesce import Coalescer
 from serving.config import Settings
 from serving.deps import token_table
 from serving.metrics import Metrics
-from serving.model import ModelUnavailable
+from serving.model import ModelUnavailable, champion_version
 from serving.policy import load_policy
 from serving.routes import admin, decisions, health
 from serving.service import Clock, Service
@@ -253,6 +254,42 @@ async def _checkpoint_audit(service: Service, every_seconds: float = 0.25) -> No
                 logger.warning("audit checkpoint failed", extra={"fields": {"error": str(exc)}})
 
 
+async def _follow_champion(service: Service, every_seconds: float) -> None:
+    """Load the champion the registry's alias points at when it moves (a promotion, a
+    rollback) or when none is loaded yet (the API started before the first promotion).
+
+    A version that fails to load is not tried again until the alias moves on; the model
+    being served keeps serving meanwhile.
+    """
+    settings = service.settings
+    failed: str | None = None
+    while True:
+        await asyncio.sleep(every_seconds)
+        latest = await asyncio.to_thread(
+            champion_version, settings.tracking_uri(), settings.model_name, settings.model_alias
+        )
+        current = service.champion.version if service.champion is not None else None
+        if latest is None or latest == current or latest == failed:
+            continue
+        try:
+            champion = await service.load_model()
+        except ModelUnavailable:
+            failed = latest  # logged by load_model
+            continue
+        failed = None
+        try:
+            service.open_audit().record_admin_action(
+                service.clock(),
+                "registry",
+                "reload_model",
+                champion.name,
+                f"@{settings.model_alias} moved",
+                json.dumps({"previous": current, "version": champion.version}),
+            )
+        except AuditUnavailable as exc:
+            logger.warning("model reload not recorded", extra={"fields": {"error": str(exc)}})
+
+
 def create_app(settings: Settings | None = None, clock: Clock | None = None) -> FastAPI:
     """Build the decision API.
 
@@ -308,11 +345,16 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         # are left out of collections; what requests allocate is still collected.
         gc.collect()
         gc.freeze()
-        checkpoints = asyncio.create_task(_checkpoint_audit(service))
+        background = [asyncio.create_task(_checkpoint_audit(service))]
+        if settings.model_check_seconds > 0:
+            background.append(
+                asyncio.create_task(_follow_champion(service, settings.model_check_seconds))
+            )
         try:
             yield
         finally:
-            checkpoints.cancel()
+            for task in background:
+                task.cancel()
             service.close()
             gc.unfreeze()
 

@@ -69,6 +69,12 @@ class Settings(BaseSettings):
     store_check_seconds: float = Field(
         default=1.0, ge=0, description="How often to look for a store that was missing at startup."
     )
+    model_check_seconds: float = Field(
+        default=60.0,
+        ge=0,
+        description="How often to ask the registry where the champion alias points, and load "
+        "the model it moved to (0: only at startup and on the admin reload).",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
 
     @field_validator("log_level", mode="before")

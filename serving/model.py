@@ -144,6 +144,20 @@ def _single_row_scorer(booster: Any) -> SingleRowScorer | None:
         return None
 
 
+def champion_version(tracking_uri: str, name: str = "buyer-quality", alias: str = "champion"):
+    """The version `models:/{name}@{alias}` points at now; None when unset or unreachable.
+
+    One registry query (no download): cheap enough to ask every minute.
+    """
+    from mlflow.tracking import MlflowClient
+
+    try:
+        client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        return str(client.get_model_version_by_alias(name, alias).version)
+    except Exception:  # noqa: BLE001 - no alias, no registry: nothing new to load
+        return None
+
+
 def load_champion(
     tracking_uri: str, name: str = "buyer-quality", alias: str = "champion"
 ) -> Champion:

@@ -202,12 +202,19 @@ class Service:
                     self.model_error = str(exc)
                 logger.error("champion not loaded", extra={"fields": {"error": str(exc)}})
                 raise
+            previous = self.champion.version if self.champion is not None else None
             self.champion = champion  # one reference swap: a request sees one model or the other
             self.model_error = ""
             self.metrics.serving_model(champion.name, champion.version)
             logger.info(
                 "champion loaded",
-                extra={"fields": {"model": champion.name, "version": champion.version}},
+                extra={
+                    "fields": {
+                        "model": champion.name,
+                        "version": champion.version,
+                        "previous": previous,
+                    }
+                },
             )
             return champion
 

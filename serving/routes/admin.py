@@ -127,7 +127,9 @@ async def reload_model(caller: AdminDep, service: ServiceDep) -> dict:
     except ModelUnavailable as exc:
         raise HTTPException(
             status.HTTP_503_SERVICE_UNAVAILABLE,
-            f"reload failed, still serving version {previous}: {exc}",
+            f"reload failed, still serving version {previous}: {exc}"
+            if previous is not None
+            else f"reload failed, no model is being served: {exc}",
         ) from exc
     _audit(
         service,

@@ -139,6 +139,7 @@ def settings(tmp_path: Path) -> Settings:
         audit_path=tmp_path / "audit.db",
         mlflow_tracking_uri="sqlite:///unused.db",
         store_check_seconds=0,
+        model_check_seconds=0,  # the registry watcher has its own test
     )
 
 
