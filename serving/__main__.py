@@ -27,8 +27,7 @@ def materialize(
     from serving.materialize import materialize as run_materialize
 
     if as_of is not None and not _is_date(as_of):
-        typer.echo(f"error: --as-of {as_of!r} is not a date (expected YYYY-MM-DD)", err=True)
-        raise typer.Exit(2)
+        _fail(f"--as-of {as_of!r} is not a date (expected YYYY-MM-DD)")
     try:
         report = run_materialize(data, as_of=as_of, store_path=store)
     except (features.LogFileError, features.LogValidationError, ValueError) as exc:
@@ -48,6 +47,60 @@ def materialize(
             f"  {shop['shop_id']}: {shop['tracking_after_refund']} of "
             f"{shop['approved_pre_ship_refunds']} approved pre-shipment refunds"
         )
+
+
+@app.command("export-decisions")
+def export_decisions(
+    out: Annotated[Path, typer.Option(help="File to write: .parquet or .csv.")],
+    since: Annotated[
+        str | None, typer.Option(help="First day, YYYY-MM-DD (UTC), included; default: all.")
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option(help="Last day, YYYY-MM-DD (UTC), included; default: all.")
+    ] = None,
+    audit: Annotated[
+        Path | None,
+        typer.Option(help="The audit log; default FASTREFUND_AUDIT_PATH."),
+    ] = None,
+) -> None:
+    """Write the audit log's decisions as a table for analysis (read-only; atomic)."""
+    import pandas as pd
+
+    from features.io import atomic_path
+    from serving.audit import AuditUnavailable
+    from serving.audit import export_decisions as read_decisions
+    from serving.config import ConfigError, Settings
+
+    for name, value in (("--since", since), ("--until", until)):
+        if value is not None and not _is_date(value):
+            _fail(f"{name} {value!r} is not a date (expected YYYY-MM-DD)")
+    if out.suffix not in (".parquet", ".csv"):
+        _fail(f"--out {out}: the file name must end in .parquet or .csv")
+    if out.is_dir():
+        _fail(f"--out {out} is a folder; give the path of the file to write")
+    start = pd.Timestamp(since, tz="UTC").timestamp() if since else None
+    end = (pd.Timestamp(until, tz="UTC") + pd.Timedelta(days=1)).timestamp() if until else None
+    try:
+        path = audit if audit is not None else Settings.load().audit_path
+        frame = read_decisions(path, start, end)
+    except (AuditUnavailable, ConfigError) as exc:
+        _fail(str(exc))
+    with atomic_path(out) as tmp:
+        if out.suffix == ".csv":
+            frame.to_csv(tmp, index=False)
+        else:
+            frame.to_parquet(tmp, index=False)
+    approved = int((frame["decision"] == "auto_approve").sum())
+    plural = "" if len(frame) == 1 else "s"
+    typer.echo(f"wrote {out}: {len(frame):,} decision{plural}, {approved:,} auto-approved")
+    codes = frame["reasons"].str.split(",").explode()
+    for code, count in codes[codes != ""].value_counts().head(5).items():
+        typer.echo(f"  {code}: {count:,}")
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(2)
 
 
 def _is_date(text: str) -> bool:

@@ -47,7 +47,9 @@ def test_the_readme_shows_the_two_commands_first() -> None:
 @pytest.mark.slow
 def test_walkthrough_server_and_curl_examples_run_as_written(tmp_path: Path) -> None:
     commands = console_commands()
-    walkthrough = [c for c in commands if c.startswith(".venv/bin/python -m ") and " run " not in c]
+    python = [c for c in commands if c.startswith(".venv/bin/python -m ") and " run " not in c]
+    exports = [c for c in python if "export-decisions" in c]  # need the decisions made below
+    walkthrough = [c for c in python if c not in exports]
     server = next(c for c in commands if c.startswith(".venv/bin/python -m serving run"))
     curls = [c for c in commands if c.startswith("curl ")]
     assert len(walkthrough) >= 7 and len(curls) >= 4
@@ -84,6 +86,7 @@ def test_walkthrough_server_and_curl_examples_run_as_written(tmp_path: Path) -> 
         process.terminate()
         process.wait(timeout=20)
     decision, replay, revoked, ready = answers
+    assert exports and all("1 decision, " in _run(command, tmp_path, env) for command in exports)
     assert decision["decision"] in {"auto_approve", "manual_review"}
     assert decision["model"]["name"] == "buyer-quality"
     assert replay["refund_id"] == "RF-readme-1" and replay["decision"] == decision["decision"]

@@ -1,0 +1,67 @@
+"""`python -m serving export-decisions`: the audit log as a table a risk analyst can read."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from fastapi.testclient import TestClient
+from typer.testing import CliRunner
+
+from serving.__main__ import app as cli
+from serving.config import Settings
+from tests.serving.conftest import DAY, DECIDER, Clock, body
+
+URL = "/v1/refund-decisions"
+
+
+def _decide(client: TestClient, payload: dict) -> None:
+    assert client.post(URL, json=payload, headers=DECIDER).status_code == 200
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".csv"])
+def test_every_decision_is_one_row_with_its_reasons_amount_and_versions(
+    client: TestClient, settings: Settings, clock: Clock, tmp_path: Path, suffix: str
+) -> None:
+    _decide(client, body("EX1"))
+    _decide(client, body("EX1"))  # a replay is not a new decision
+    _decide(client, body("EX2", paid_amount="300.00", category="gift_cards"))
+    clock.now += 2 * DAY
+    _decide(client, body("EX3", paid_amount="5"))
+    out = tmp_path / f"decisions{suffix}"
+    args = ["export-decisions", "--out", str(out), "--audit", str(settings.audit_path)]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert "3 decisions, 2 auto-approved" in result.output
+    frame = (
+        pd.read_parquet(out) if suffix == ".parquet" else pd.read_csv(out, keep_default_na=False)
+    )
+    assert frame["refund_id"].tolist() == ["EX1", "EX2", "EX3"]
+    assert frame["decision"].tolist() == ["auto_approve", "manual_review", "auto_approve"]
+    assert frame["reasons"].tolist() == ["", "AMOUNT_NOT_BELOW_LIMIT,CATEGORY_EXCLUDED", ""]
+    assert frame["paid_fen"].tolist() == [29_999, 30_000, 500]  # body() pays 299.99
+    assert set(frame["policy_version"]) == {"2025-06-01.1"}
+    assert frame["model_version"].astype(str).tolist() == ["7", "7", "7"]
+
+    day = pd.Timestamp(clock.now, unit="s", tz="UTC").strftime("%Y-%m-%d")
+    later = tmp_path / "later.parquet"
+    result = CliRunner().invoke(cli, [*args[:1], "--out", str(later), *args[3:], "--since", day])
+    assert result.exit_code == 0, result.output
+    assert pd.read_parquet(later)["refund_id"].tolist() == ["EX3"]
+    result = CliRunner().invoke(cli, [*args[:1], "--out", str(later), *args[3:], "--until", day])
+    assert pd.read_parquet(later)["refund_id"].tolist() == ["EX1", "EX2", "EX3"]
+
+
+def test_bad_arguments_exit_2_and_write_nothing(tmp_path: Path) -> None:
+    out = tmp_path / "d.parquet"
+    runs = {
+        "no audit log at": ["--audit", str(tmp_path / "none.db")],
+        "is not a date": ["--audit", str(tmp_path / "none.db"), "--since", "last week"],
+    }
+    for message, extra in runs.items():
+        result = CliRunner().invoke(cli, ["export-decisions", "--out", str(out), *extra])
+        assert result.exit_code == 2 and message in result.output
+    result = CliRunner().invoke(cli, ["export-decisions", "--out", str(tmp_path / "d.xlsx")])
+    assert result.exit_code == 2 and "must end in .parquet or .csv" in result.output
+    assert not out.exists() and not (tmp_path / "none.db").exists()
