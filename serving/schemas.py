@@ -99,7 +99,7 @@ class BatchRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    requests: list[dict[str, Any]] = Field(min_length=1, max_length=1000)
+    requests: list[Any] = Field(min_length=1, max_length=1000)  # each item judged alone
 
 
 class ValidBatch(BaseModel):

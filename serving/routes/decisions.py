@@ -168,7 +168,7 @@ async def decide_raw(state: State, authorization: str, read_body: ReadBody) -> t
     openapi_extra={
         "requestBody": {
             "required": True,
-            "content": {"application/json": {"schema": BatchRequest.model_json_schema()}},
+            "content": {"application/json": {"schema": ValidBatch.model_json_schema()}},
         }
     },
 )

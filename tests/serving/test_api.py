@@ -332,6 +332,13 @@ def test_a_key_repeated_in_one_object_is_422_and_nothing_is_decided(client: Test
     assert client.post(URL, content=text, headers=headers).status_code == 200
 
 
+def test_a_batch_item_that_is_not_an_object_is_its_own_422(client: TestClient) -> None:
+    items = {"requests": [body("NO-0"), "not a request", 7, None]}
+    response = client.post(f"{URL}/batch", json=items, headers=DECIDER)
+    assert response.status_code == 200
+    assert [r["status"] for r in response.json()["results"]] == [200, 422, 422, 422]
+
+
 def test_a_batch_item_outside_utc_dates_is_its_own_422(client: TestClient) -> None:
     far = {**body("FAR-1"), "requested_at": "0001-01-01T00:00:00+01:00"}
     items = {"requests": [body("FAR-0"), far]}
