@@ -251,6 +251,11 @@ class Service:
         gets its stored answer (replayed) or a 409, as `decide` would give. For notebooks,
         what-if tools and the benchmark of the decision itself.
 
+        Like `decide`, it judges with the store's snapshot and the service's clock, not as of
+        the request's `requested_at`: to replay requests of the past, materialize a store as
+        of their date first (a snapshot newer than the request knows things that request's
+        decision could not have).
+
         Raises:
             AuditUnavailable: The audit log cannot be read.
         """
