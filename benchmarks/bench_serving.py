@@ -10,7 +10,8 @@ registers a LightGBM champion in a temporary MLflow, then measures in the same r
    (`Service.evaluate`), and the same with the audit commit (`Service.decide`);
 2. `python -m serving run` (one worker) under wrk at 16 connections, every request a new
    refund (no replays): flat out (decisions/s and latency percentiles), then paced at
-   `--rate` (default 1,500/s: the latency at the target rate); and, as a control, the same
+   `--rate` (default 1,500/s: the latency at the target rate; `--also-rates` adds paced
+   runs at other rates, to see whether the tail follows the load); and, as a control, the same
    two runs on `GET /healthz`, which does nothing: what FastAPI's own route handler costs;
 3. the batch route (1,000 decisions a request) under wrk;
 4. `mlflow models serve --env-manager local` (one worker) on the same champion under the same
@@ -371,6 +372,12 @@ def main() -> None:
     parser.add_argument(
         "--rate", type=int, default=1500, help="decisions/s offered in the paced run"
     )
+    parser.add_argument(
+        "--also-rates",
+        default="",
+        help="more offered rates for paced runs, comma-separated (e.g. 500,2500): whether the "
+        "tail follows the load",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
@@ -446,6 +453,17 @@ def main() -> None:
         results["paced"] = measure(url, paced, 16, args.seconds, workdir, "paced")
         results["paced"]["new_decisions"] = new_decisions(workdir / "audit.db", "P")
         print(f"serving single, paced at {args.rate}/s: {json.dumps(results['paced'])}")
+        results["paced_more"] = {}
+        for n, rate in enumerate(int(r) for r in args.also_rates.split(",") if r.strip()):
+            prefix = f"Q{n}x"  # no prefix is the start of another's
+            more = LUA_SINGLE % {**fill, "prefix": prefix, "wrap": WRAP_SINGLE} + LUA_PACE % {
+                "rate": rate,
+                "threads": 2,
+            }
+            run = measure(url, more, 16, args.seconds, workdir, f"paced{rate}")
+            run["new_decisions"] = new_decisions(workdir / "audit.db", prefix)
+            results["paced_more"][rate] = run
+            print(f"serving single, paced at {rate}/s: {json.dumps(run)}")
         # The control: the same server, wrk and connections on a route that does nothing
         # (/healthz), flat out and paced: what FastAPI's own route handler costs (its tail is
         # the decision routes' reason to bypass it; see docs/benchmarks.md).
@@ -543,6 +561,13 @@ def main() -> None:
         f"p99 {p['p99_ms']:.1f} ms, {p['errors']} errors; {p['new_decisions']:,} new decisions "
         f"audited | {p['load_before']} / {p['load_after']} |"
     )
+    for rate, q in results["paced_more"].items():
+        print(
+            f"| the same, paced at {rate:,}/s offered | (how the tail follows the load) | "
+            f"{q['rps']:,.0f} decisions/s, p50 {q['p50_ms']:.1f} ms, p90 {q['p90_ms']:.1f} ms, "
+            f"p99 {q['p99_ms']:.1f} ms, {q['errors']} errors; {q['new_decisions']:,} new "
+            f"decisions audited | {q['load_before']} / {q['load_after']} |"
+        )
     print(
         f"| control: `GET /healthz` (does nothing), same server and wrk, flat out / paced at "
         f"{args.rate:,}/s | (FastAPI route) | {h['rps']:,.0f}/s p50 {h['p50_ms']:.1f} ms p99 "
