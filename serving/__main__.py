@@ -64,8 +64,6 @@ def export_decisions(
     ] = None,
 ) -> None:
     """Write the audit log's decisions as a table for analysis (read-only; atomic)."""
-    import pandas as pd
-
     from features.io import atomic_path
     from serving.audit import AuditUnavailable
     from serving.audit import export_decisions as read_decisions
@@ -78,8 +76,8 @@ def export_decisions(
         _fail(f"--out {out}: the file name must end in .parquet or .csv")
     if out.is_dir():
         _fail(f"--out {out} is a folder; give the path of the file to write")
-    start = pd.Timestamp(since, tz="UTC").timestamp() if since else None
-    end = (pd.Timestamp(until, tz="UTC") + pd.Timedelta(days=1)).timestamp() if until else None
+    start = _midnight(since) if since else None
+    end = _midnight(until) + 86_400.0 if until else None
     try:
         path = audit if audit is not None else Settings.load().audit_path
         frame = read_decisions(path, start, end)
@@ -101,6 +99,13 @@ def export_decisions(
 def _fail(message: str) -> None:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(2)
+
+
+def _midnight(day: str) -> float:
+    """Epoch seconds of 00:00 UTC on `day` (any form `date.fromisoformat` reads)."""
+    from datetime import UTC, date, datetime, time
+
+    return datetime.combine(date.fromisoformat(day), time(), UTC).timestamp()
 
 
 def _is_date(text: str) -> bool:

@@ -8,7 +8,7 @@ import gc
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from urllib.parse import urlsplit, urlunsplit
 
@@ -45,11 +45,13 @@ class _BodyTooLarge(HTTPException):
 
 
 class BodySizeLimit:
-    """Refuse request bodies above `limit` bytes with a 413, before any parsing."""
+    """Refuse request bodies above `limit` bytes with a 413, before any parsing; each refusal
+    is reported to `on_refused` (the decision routes count theirs)."""
 
-    def __init__(self, app: ASGIApp, limit: int):
+    def __init__(self, app: ASGIApp, limit: int, on_refused: Callable[[Scope], None] | None = None):
         self.app = app
         self.limit = limit
+        self.on_refused = on_refused
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -58,7 +60,7 @@ class BodySizeLimit:
         for name, value in scope["headers"]:
             if name == b"content-length":
                 if not value.isdigit() or int(value) > self.limit:
-                    await _too_large(scope, receive, send, self.limit)
+                    await self._refuse(scope, receive, send)
                     return
                 # The server reads exactly Content-Length bytes of body: nothing to count.
                 await self.app(scope, receive, send)
@@ -85,7 +87,12 @@ class BodySizeLimit:
             await self.app(scope, counted_receive, tracked_send)
         except _BodyTooLarge:
             if not started:
-                await _too_large(scope, receive, send, self.limit)
+                await self._refuse(scope, receive, send)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.on_refused is not None:
+            self.on_refused(scope)
+        await _too_large(scope, receive, send, self.limit)
 
 
 class DecisionLane:
@@ -128,8 +135,7 @@ class DecisionLane:
         except ClientDisconnect:
             return  # nobody to answer; anything decided is in the audit log
         except _BodyTooLarge:
-            self._refused(name, 413)
-            raise  # BodySizeLimit, outside this lane, answers 413
+            raise  # BodySizeLimit, outside this lane, answers 413 (and counts it)
         except HTTPException as exc:
             response = JSONResponse(
                 {"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers
@@ -155,6 +161,12 @@ class DecisionLane:
         service = getattr(self.api.state, "service", None)
         if service is not None:
             service.metrics.refused.labels(route=route, status=str(status)).inc()
+
+    def too_large(self, scope: Scope) -> None:
+        """Count a 413 that `BodySizeLimit` answered, if it was for a decision route."""
+        route = self.endpoints.get(scope["path"]) if scope["method"] == "POST" else None
+        if route is not None:
+            self._refused(route[1], 413)
 
 
 def _header(scope: Scope, name: bytes) -> str:
@@ -188,16 +200,18 @@ class DecisionAPI(FastAPI):
     max_body_bytes: int = 2_000_000
 
     def build_middleware_stack(self) -> ASGIApp:
-        stack = super().build_middleware_stack()
-        return BodySizeLimit(DecisionLane(stack, self), self.max_body_bytes)
+        lane = DecisionLane(super().build_middleware_stack(), self)
+        return BodySizeLimit(lane, self.max_body_bytes, lane.too_large)
 
 
 def _without_password(uri: str) -> str:
-    """A URI as it may be logged: "postgresql://u:secret@h/db" as "postgresql://***@h/db"."""
+    """A URI as it may be logged: user info and query (where passwords and tokens go)
+    masked: "postgresql://u:secret@h/db?sslkey=k" as "postgresql://***@h/db?***"."""
     parts = urlsplit(uri)
-    if "@" not in parts.netloc:
-        return uri
-    return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]))
+    if "@" not in parts.netloc and not parts.query:
+        return uri  # as it is: urlunsplit would also turn "sqlite:///x" into "sqlite:/x"
+    netloc = "***@" + parts.netloc.rpartition("@")[2] if "@" in parts.netloc else parts.netloc
+    return urlunsplit(parts._replace(netloc=netloc, query="***" if parts.query else ""))
 
 
 async def _too_large(scope: Scope, receive: Receive, send: Send, limit: int) -> None:
@@ -254,27 +268,43 @@ async def _checkpoint_audit(service: Service, every_seconds: float = 0.25) -> No
                 logger.warning("audit checkpoint failed", extra={"fields": {"error": str(exc)}})
 
 
-async def _follow_champion(service: Service, every_seconds: float) -> None:
+async def _follow_champion(service: Service, every_seconds: float, retry_after: int = 10) -> None:
     """Load the champion the registry's alias points at when it moves (a promotion, a
     rollback) or when none is loaded yet (the API started before the first promotion).
 
-    A version that fails to load is not tried again until the alias moves on; the model
-    being served keeps serving meanwhile.
+    A version that fails to load is tried again only every `retry_after` checks (it may be
+    broken, or the failure passing); the model being served keeps serving meanwhile. A
+    registry that cannot be asked is logged once, when it stops answering.
     """
     settings = service.settings
     failed: str | None = None
+    waits = 0
+    registry_down = False
     while True:
         await asyncio.sleep(every_seconds)
-        latest = await asyncio.to_thread(
-            champion_version, settings.tracking_uri(), settings.model_name, settings.model_alias
-        )
+        try:
+            latest = await asyncio.to_thread(
+                champion_version, settings.tracking_uri(), settings.model_name, settings.model_alias
+            )
+        except Exception as exc:  # noqa: BLE001 - keep serving what is loaded; say so once
+            if not registry_down:
+                logger.warning(
+                    "model registry unreachable: the champion alias is not followed meanwhile",
+                    extra={"fields": {"error": f"{type(exc).__name__}: {exc}"}},
+                )
+            registry_down = True
+            continue
+        registry_down = False
         current = service.champion.version if service.champion is not None else None
-        if latest is None or latest == current or latest == failed:
+        if latest is None or latest == current:
+            continue
+        if latest == failed and waits < retry_after:
+            waits += 1
             continue
         try:
             champion = await service.load_model()
         except ModelUnavailable:
-            failed = latest  # logged by load_model
+            failed, waits = latest, 0  # logged by load_model
             continue
         failed = None
         try:

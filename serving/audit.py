@@ -439,8 +439,9 @@ def export_decisions(path: str | Path, since: float | None = None, until: float 
     frame["decided_at"] = pd.to_datetime(frame["decided_at"], unit="s", utc=True)
     frame["requested_at"] = pd.to_datetime(frame["requested_at"], utc=True, format="ISO8601")
     frame["reasons"] = frame["reasons"].fillna("")
-    whole, _, cents = (frame["paid_fen"].str.partition(".")[i] for i in range(3))
-    frame["paid_fen"] = whole.astype("int64") * 100 + cents.str.ljust(2, "0").astype("int64")
+    amount = frame["paid_fen"].astype("string").str.extract(r"^([0-9]+)(?:\.([0-9]{1,2}))?$")
+    cents = amount[1].fillna("").str.ljust(2, "0")
+    frame["paid_fen"] = amount[0].astype("int64") * 100 + cents.astype("int64")
     for column in ("score", "threshold"):
         frame[column] = pd.to_numeric(frame[column])
     return frame

@@ -67,7 +67,10 @@ class Settings(BaseSettings):
         "they arrive in the same event-loop turn (1: each alone).",
     )
     store_check_seconds: float = Field(
-        default=1.0, ge=0, description="How often to look for a store that was missing at startup."
+        default=1.0,
+        ge=0,
+        description="How often to look for the store when it is missing, or for a new file "
+        "in its place (deleted and materialized anew, restored).",
     )
     model_check_seconds: float = Field(
         default=60.0,

@@ -144,18 +144,26 @@ def _single_row_scorer(booster: Any) -> SingleRowScorer | None:
         return None
 
 
-def champion_version(tracking_uri: str, name: str = "buyer-quality", alias: str = "champion"):
-    """The version `models:/{name}@{alias}` points at now; None when unset or unreachable.
+def champion_version(
+    tracking_uri: str, name: str = "buyer-quality", alias: str = "champion"
+) -> str | None:
+    """The version `models:/{name}@{alias}` points at now; None when the alias is not set.
 
     One registry query (no download): cheap enough to ask every minute.
+
+    Raises:
+        Exception: The registry cannot be asked (MLflow's own error).
     """
+    from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
     try:
-        client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
         return str(client.get_model_version_by_alias(name, alias).version)
-    except Exception:  # noqa: BLE001 - no alias, no registry: nothing new to load
-        return None
+    except MlflowException as exc:
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            return None  # no such model or alias yet: nothing to load
+        raise
 
 
 def load_champion(

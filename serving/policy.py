@@ -40,12 +40,10 @@ class ShopEligibility(_Frozen):
 
 
 def category_key(category: str) -> str:
-    """A category as the exclusion list compares it: NFKC-normalized (full-width letters
-    as ASCII), invisible format and control characters removed, trimmed, case-folded."""
-    text = unicodedata.normalize("NFKC", category)
-    if not (text.isascii() and text.isprintable()):  # the usual case skips the filter
-        text = "".join(c for c in text if unicodedata.category(c) not in ("Cf", "Cc"))
-    return text.strip().casefold()
+    """A category as the exclusion list compares it: NFKC-normalized (full-width letters as
+    ASCII), trimmed, case-folded. (A request's category with invisible characters is refused
+    before it gets here: `serving.schemas.Order`.)"""
+    return unicodedata.normalize("NFKC", category).strip().casefold()
 
 
 class Policy(_Frozen):

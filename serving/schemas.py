@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from datetime import UTC
 from typing import Annotated, Any, Literal
 
@@ -18,6 +19,11 @@ from pydantic import (
 )
 
 _AMOUNT = re.compile(r"(0|[1-9][0-9]{0,8})(\.[0-9]{1,2})?")
+_ISO_DATE = re.compile(r"\s*[0-9]{4}-[0-9]{2}-[0-9]{2}[T ]")
+# Unicode categories that display as nothing or attach to the character before; and the
+# letters that are blank (Hangul fillers, the blank Braille pattern).
+_INVISIBLE = frozenset({"Cc", "Cf", "Cn", "Co", "Cs", "Mn", "Me", "Zl", "Zp"})
+_FILLERS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
 
 OrderStatus = Literal["unpaid", "paid_unshipped", "shipped", "delivered", "completed", "cancelled"]
 Id = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[\x21-\x7e]+$")]
@@ -54,6 +60,17 @@ class Order(_Strict):
     status: OrderStatus
     tracking_number: Annotated[str, StringConstraints(max_length=64)] | None = None
 
+    @field_validator("category")
+    @classmethod
+    def _visible(cls, value: str) -> str:
+        # An excluded category must not get past the list by looking the same: characters
+        # that show as nothing (format, control, combining, unassigned, fillers) are refused.
+        if not (value.isascii() and value.isprintable()) and any(
+            unicodedata.category(c) in _INVISIBLE or c in _FILLERS for c in value
+        ):
+            raise ValueError("holds an invisible, control or combining character")
+        return value
+
     @field_validator("paid_amount", mode="before")
     @classmethod
     def _parse_amount(cls, value: Any) -> int:
@@ -81,7 +98,9 @@ class DecisionRequest(_Strict):
     def _not_a_number(cls, value: Any) -> Any:
         # An ISO 8601 string with its offset (or a datetime, from Python), not a number
         # that pydantic would read as seconds since the epoch.
-        if isinstance(value, int | float):
+        if isinstance(value, int | float) or (
+            isinstance(value, str) and not _ISO_DATE.match(value)  # "1749952800" too
+        ):
             raise ValueError('must be a date and time with its offset, "2025-06-01T02:00:00Z"')
         return value
 

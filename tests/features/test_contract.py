@@ -36,6 +36,7 @@ BROKEN = [
     ("orders", 0, "paid_fen", "0", "paid_fen", "greater_than_or_equal_to(1)"),
     ("orders", 0, "paid_fen", "12.5", "paid_fen", "whole number"),
     ("orders", 0, "paid_fen", "4655.0", "paid_fen", "whole number"),  # never a float
+    ("orders", 0, "paid_fen", "9" * 20, "paid_fen", "whole number"),  # beyond int64
     ("orders", 1, "order_id", "O1", "order_id", "field_uniqueness"),
     ("orders", 2, "buyer_id", "B9", "buyer_id", "buyer exists in buyers"),
     ("orders", 0, "shop_id", "S9", "shop_id", "shop exists in shops"),
@@ -151,6 +152,12 @@ def test_a_float_money_column_in_parquet_is_refused(csv_log_dir: Path, tmp_path:
     with pytest.raises(
         LogValidationError,
         match="column 'paid_fen': breaks rule 'holds integers of fen, not float64'",
+    ):
+        load_log(tmp_path / "pq")
+    orders.loc[1, "paid_fen"] = None  # a gap in an integer column: Parquet gives floats
+    orders.to_parquet(tmp_path / "pq" / "orders.parquet")
+    with pytest.raises(
+        LogValidationError, match=r"1 row breaks rule 'is present' \(rows, from 0: 1\)"
     ):
         load_log(tmp_path / "pq")
 

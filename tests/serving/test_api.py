@@ -299,6 +299,13 @@ def _with_order(**fields: object) -> dict:
         ({**body(), "kind": "refund"}, "kind"),
         ({**body(), "requested_at": "2025-06-15T02:00:00"}, "requested_at"),
         ({**body(), "requested_at": 1_749_952_800}, "requested_at"),  # not read as epoch
+        ({**body(), "requested_at": "1749952800"}, "requested_at"),  # nor as a string
+        # A category that would look like an excluded one: invisible or combining characters.
+        (_with_order(category="gift\u200b_cards"), "category"),  # zero-width space
+        (_with_order(category="gift_cards\x00"), "category"),  # a control character
+        (_with_order(category="gift_cards\ufe0f"), "category"),  # a variation selector
+        (_with_order(category="gift\u034f_cards"), "category"),  # combining grapheme joiner
+        (_with_order(category="gift_cards\u3164"), "category"),  # a Hangul filler
         # Valid offsets whose UTC instant is outside Python's dates: 422, not a 503.
         ({**body(), "requested_at": "0001-01-01T00:00:00+01:00"}, "requested_at"),
         ({**body(), "requested_at": "9999-12-31T23:59:59-01:00"}, "requested_at"),
@@ -591,9 +598,9 @@ def test_batch_of_more_than_1000_is_refused(client: TestClient) -> None:
         ("post", "/v1/admin/buyers/%20/restore", {"reason": "x"}),
         ("get", "/v1/admin/buyers/" + "B" * 65, None),
         ("put", "/v1/admin/shops/S%C2%A0OK/eligibility", {"eligible": True, "reason": "x"}),
-        # Only JSON true/false: "yes", 1 or "on" would grant eligibility on a guess.
-        ("put", "/v1/admin/shops/S_OK/eligibility", {"eligible": "yes", "reason": "x"}),
-        ("put", "/v1/admin/shops/S_OK/eligibility", {"eligible": 1, "reason": "x"}),
+        # Only JSON true/false: "no", 0 or "off" would withdraw (or grant) on a guess.
+        ("put", "/v1/admin/shops/S_OK/eligibility", {"eligible": "no", "reason": "x"}),
+        ("put", "/v1/admin/shops/S_OK/eligibility", {"eligible": 0, "reason": "x"}),
     ],
 )
 def test_admin_changes_with_an_id_no_request_can_carry_or_a_loose_flag_are_422(
@@ -605,7 +612,7 @@ def test_admin_changes_with_an_id_no_request_can_carry_or_a_loose_flag_are_422(
     assert (
         decide(client, body(f"ID-{abs(hash(path)) % 10_000}-{len(str(payload))}"))["decision"]
         == "auto_approve"
-    )  # B_GOOD at S_OK untouched
+    )  # B_GOOD and S_OK untouched
 
 
 def test_admin_revoke_restore_and_shop_eligibility_change_decisions(
@@ -869,6 +876,9 @@ def test_health_and_metrics(client: TestClient) -> None:
     assert refused % ("single", "422", "1.0") in text
     assert refused % ("single", "409", "1.0") in text
     assert refused % ("batch", "422", "1.0") in text
+    huge = b'{"refund_id": "' + b"x" * 3_000_000 + b'"}'
+    client.post(URL, content=huge, headers={**DECIDER, "content-type": "application/json"})
+    assert refused % ("single", "413", "1.0") in client.get("/metrics").text
 
 
 def test_tokens_are_never_logged(client: TestClient, caplog: pytest.LogCaptureFixture) -> None:
@@ -972,3 +982,4 @@ def test_a_tracking_uri_is_logged_without_its_credentials() -> None:
     assert hide("postgresql://u:secret@db:5432/mlflow") == "postgresql://***@db:5432/mlflow"
     assert hide("https://token@mlflow.internal") == "https://***@mlflow.internal"
     assert hide("sqlite:///mlflow.db") == "sqlite:///mlflow.db"
+    assert hide("https://mlflow.internal/?token=abc") == "https://mlflow.internal/?***"

@@ -65,3 +65,18 @@ def test_bad_arguments_exit_2_and_write_nothing(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["export-decisions", "--out", str(tmp_path / "d.xlsx")])
     assert result.exit_code == 2 and "must end in .parquet or .csv" in result.output
     assert not out.exists() and not (tmp_path / "none.db").exists()
+
+
+def test_a_range_with_no_decision_writes_an_empty_table(
+    client: TestClient, settings: Settings, tmp_path: Path
+) -> None:
+    _decide(client, body("EM1"))
+    out = tmp_path / "none.parquet"
+    args = ["export-decisions", "--out", str(out), "--audit", str(settings.audit_path)]
+    result = CliRunner().invoke(cli, [*args, "--since", "2099-01-01"])
+    assert result.exit_code == 0, result.output
+    assert "0 decisions" in result.output
+    frame = pd.read_parquet(out)
+    assert frame.empty and list(frame.columns)[:3] == ["refund_id", "decided_at", "decision"]
+    result = CliRunner().invoke(cli, [*args, "--since", "2025-W23-1"])  # an ISO week date
+    assert result.exit_code == 0, result.output
