@@ -195,7 +195,7 @@ Where to look next:
   API docs (try it out):  {base}/docs      token: dev-decider-token / dev-admin-token
   metrics:                {base}/metrics
   MLflow UI:              .venv/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db
-  decisions as a table:  .venv/bin/python -m serving export-decisions --out data/decisions.csv
+  decisions as a table:   .venv/bin/python -m serving export-decisions --out data/decisions.csv
   notebooks:              notebooks/ (01 explore, 02 train, 03 policy trade-offs, 04 explain)
   benchmarks:             docs/benchmarks.md""")
         if args.serve:
