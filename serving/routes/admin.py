@@ -42,12 +42,14 @@ def _audit(service: Service, actor: str, action: str, target: str, reason: str, 
 
 def _buyer_view(store: OnlineStore, buyer_id: str) -> dict:
     buyer = store.buyer(buyer_id)
+    known = buyer is not None and len(buyer.features) > 0
     return {
         "buyer_id": buyer_id,
-        "known": buyer is not None and len(buyer.features) > 0,
+        "known": known,
         "revoked": buyer is not None and buyer.revoked,
         "revoked_reason": buyer.revoked_reason if buyer is not None and buyer.revoked else None,
-        "order_count": buyer.order_count if buyer is not None else None,
+        # None for a buyer the snapshot does not know, revoked by an admin or not.
+        "order_count": buyer.order_count if buyer is not None and known else None,
         "as_of": store.meta().as_of,
     }
 

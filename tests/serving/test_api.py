@@ -615,6 +615,19 @@ def test_admin_changes_with_an_id_no_request_can_carry_or_a_loose_flag_are_422(
     )  # B_GOOD and S_OK untouched
 
 
+def test_a_buyer_the_snapshot_does_not_know_reads_alike_revoked_or_not(
+    client: TestClient,
+) -> None:
+    before = client.get("/v1/admin/buyers/B_NEW", headers=ADMIN).json()
+    revoked = client.post(
+        "/v1/admin/buyers/B_NEW/revoke", json={"reason": "ring member"}, headers=ADMIN
+    ).json()
+    assert (before["known"], before["order_count"], before["revoked"]) == (False, None, False)
+    assert (revoked["known"], revoked["order_count"], revoked["revoked"]) == (False, None, True)
+    answer = decide(client, body("NEW1", buyer_id="B_NEW"))
+    assert codes(answer) == ["BUYER_REVOKED", "BUYER_NO_HISTORY"]  # every failed rule
+
+
 def test_admin_revoke_restore_and_shop_eligibility_change_decisions(
     client: TestClient, settings: Settings
 ) -> None:
