@@ -10,7 +10,6 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from urllib.parse import urlsplit, urlunsplit
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -19,6 +18,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from features.io import redact_uri
 from serving.audit import AuditUnavailable
 from serving.coalesce import Coalescer
 from serving.config import Settings
@@ -204,16 +204,6 @@ class DecisionAPI(FastAPI):
         return BodySizeLimit(lane, self.max_body_bytes, lane.too_large)
 
 
-def _without_password(uri: str) -> str:
-    """A URI as it may be logged: user info and query (where passwords and tokens go)
-    masked: "postgresql://u:secret@h/db?sslkey=k" as "postgresql://***@h/db?***"."""
-    parts = urlsplit(uri)
-    if "@" not in parts.netloc and not parts.query:
-        return uri  # as it is: urlunsplit would also turn "sqlite:///x" into "sqlite:/x"
-    netloc = "***@" + parts.netloc.rpartition("@")[2] if "@" in parts.netloc else parts.netloc
-    return urlunsplit(parts._replace(netloc=netloc, query="***" if parts.query else ""))
-
-
 async def _too_large(scope: Scope, receive: Receive, send: Send, limit: int) -> None:
     response = JSONResponse(
         {"detail": f"request body is larger than {limit} bytes"}, status_code=413
@@ -366,7 +356,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
                     # Absolute: a relative default resolves against the working directory.
                     "store": str(settings.store_path.resolve()),
                     "audit": str(settings.audit_path.resolve()),
-                    "tracking_uri": _without_password(settings.tracking_uri()),
+                    "tracking_uri": redact_uri(settings.tracking_uri()),
                 }
             },
         )

@@ -10,8 +10,10 @@ import json
 import os
 import urllib.error
 import urllib.request
+from base64 import b64encode
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import lightgbm as lgb
 import mlflow
@@ -19,6 +21,7 @@ from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
+from features.io import redact_uri
 from training.errors import RegistryError, TrackingUnavailableError
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
@@ -39,14 +42,24 @@ def tracking_uri() -> str:
 
 
 def _check_reachable(uri: str, timeout_s: float = 5.0) -> None:
+    shown = redact_uri(uri)  # a password or token in the URI is never printed
     if uri.startswith(("http://", "https://")):
+        parts = urlsplit(uri)
+        # urllib does not read user info from a URL: it goes in a header, as requests does.
+        health = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2], query=""))
+        request = urllib.request.Request(f"{health.rstrip('/')}/health")
+        if parts.username is not None:
+            user = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+            request.add_header("Authorization", "Basic " + b64encode(user.encode()).decode())
         try:
-            with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout_s) as reply:
+            with urllib.request.urlopen(request, timeout=timeout_s) as reply:
                 if reply.status != 200:
-                    raise TrackingUnavailableError(f"tracking server {uri} answered {reply.status}")
+                    raise TrackingUnavailableError(
+                        f"tracking server {shown} answered {reply.status}"
+                    )
         except (urllib.error.URLError, OSError) as exc:
             raise TrackingUnavailableError(
-                f"tracking server {uri} cannot be reached ({exc}); check MLFLOW_TRACKING_URI"
+                f"tracking server {shown} cannot be reached ({exc}); check MLFLOW_TRACKING_URI"
             ) from exc
     elif uri.startswith("sqlite:///"):
         path = Path(uri.removeprefix("sqlite:///"))
@@ -69,13 +82,17 @@ def connect(uri: str | None = None) -> MlflowClient:
     """
     uri = uri or tracking_uri()
     _check_reachable(uri)
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     try:
+        client = MlflowClient(tracking_uri=uri, registry_uri=uri)
         client.search_experiments(max_results=1)
     except Exception as exc:  # noqa: BLE001 - any failure here means no usable store
-        raise TrackingUnavailableError(f"tracking store {uri} does not answer: {exc}") from exc
+        # e.g. a database URI whose driver is not installed (ModuleNotFoundError)
+        raise TrackingUnavailableError(
+            f"tracking store {redact_uri(uri)} does not answer: {type(exc).__name__}: "
+            + str(exc).replace(uri, redact_uri(uri))
+        ) from exc
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
     return client
 
 

@@ -41,9 +41,10 @@ class RetrainResult:
 
 
 def job_fingerprint(config: RetrainConfig, data_fingerprint: str) -> str:
-    """What a run would do: the data (its tables and meta.json) and every setting that
-    changes the outcome. Two runs with the same one would train the same model; how the run
-    is driven (forcing, the lock file, the progress bar, where the data folder is) is left out.
+    """What a run would do: the data (its tables and meta.json), the feature set's version and
+    every setting that changes the outcome. Two runs with the same one would train the same
+    model; how the run is driven (forcing, the lock file, the progress bar, where the data
+    folder is) is left out.
     """
     settings = config.model_dump(
         mode="json",
@@ -56,6 +57,7 @@ def job_fingerprint(config: RetrainConfig, data_fingerprint: str) -> str:
     )
     meta = Path(config.train.data_dir) / "meta.json"
     digest = hashlib.sha256(data_fingerprint.encode())
+    digest.update(features.FEATURE_SET_VERSION.encode())  # new feature code: a new model
     digest.update(meta.read_bytes() if meta.is_file() else b"")
     digest.update(json.dumps(settings, sort_keys=True).encode())
     return digest.hexdigest()

@@ -16,6 +16,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 import serving.app
+from features.io import redact_uri
 from serving.audit import AuditLog
 from serving.config import ConfigError, Settings
 from serving.model import ModelUnavailable
@@ -991,7 +992,7 @@ def test_other_methods_on_the_decision_paths_go_through_fastapi(client: TestClie
 
 
 def test_a_tracking_uri_is_logged_without_its_credentials() -> None:
-    hide = serving.app._without_password
+    hide = redact_uri
     assert hide("postgresql://u:secret@db:5432/mlflow") == "postgresql://***@db:5432/mlflow"
     assert hide("https://token@mlflow.internal") == "https://***@mlflow.internal"
     assert hide("sqlite:///mlflow.db") == "sqlite:///mlflow.db"

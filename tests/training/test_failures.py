@@ -134,3 +134,34 @@ def test_an_unknown_frequency_is_named(tracking: str, small_world: Path) -> None
     assert result.exit_code == 1
     assert "'XYZ' is not a pandas offset alias" in result.stderr
     assert registered_versions(tracking) == 0
+
+
+def test_a_tracking_server_with_credentials_is_reached_and_they_are_never_printed() -> None:
+    import base64
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    from training.errors import TrackingUnavailableError
+    from training.registry import _check_reachable
+
+    expected = "Basic " + base64.b64encode(b"user:s3cret").decode()
+
+    class Health(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - the http.server API
+            ok = self.path == "/health" and self.headers.get("Authorization") == expected
+            self.send_response(200 if ok else 401)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Health)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    try:
+        _check_reachable(f"http://user:s3cret@127.0.0.1:{port}")  # answers 200: no error
+        with pytest.raises(TrackingUnavailableError) as caught:
+            _check_reachable(f"http://user:wrong-s3cret@127.0.0.1:{port}")
+        assert "s3cret" not in str(caught.value) and "***@127.0.0.1" in str(caught.value)
+    finally:
+        server.shutdown()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import features
 from training.config import GateParams, ModelParams, RetrainConfig, SnapshotParams, TrainConfig
 from training.retrain import job_fingerprint
 
@@ -47,3 +48,9 @@ def test_the_job_fingerprint_follows_data_and_settings_not_how_the_run_is_driven
     assert base not in different and len(set(different)) == len(different)
     (data / "meta.json").write_text(json.dumps({"start": "2025-01-01", "end": "2026-07-24"}))
     assert job_fingerprint(_config(data), "tables-1") != base
+
+
+def test_new_feature_code_is_a_new_job(tmp_path: Path, monkeypatch) -> None:
+    before = job_fingerprint(_config(tmp_path), "tables-1")
+    monkeypatch.setattr(features, "FEATURE_SET_VERSION", features.FEATURE_SET_VERSION + "-next")
+    assert job_fingerprint(_config(tmp_path), "tables-1") != before
