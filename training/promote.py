@@ -101,6 +101,23 @@ def in_sample(params: dict[str, str], gate_date: pd.Timestamp) -> str | None:
     )
 
 
+# What a premium verdict means: the labels a model learns (horizon, maturity) and the bad
+# rate its threshold is set for. A challenger that changes one of them is not "the same
+# model, better": it changes the policy, which only a forced promotion may do.
+_DEFINITION = ("snapshots.horizon_days", "snapshots.maturity_days", "target_bad_rate")
+
+
+def changed_definition(challenger: dict[str, str], champion: dict[str, str]) -> list[str]:
+    """How the challenger's label or threshold definition differs from the champion's, from
+    their training runs' params (a setting either run does not record is not compared)."""
+    return [
+        f"its {key.removeprefix('snapshots.')} is {challenger[key]}, the champion's "
+        f"{champion[key]}: it changes what premium means (promote with --force to do that)"
+        for key in _DEFINITION
+        if key in challenger and key in champion and challenger[key] != champion[key]
+    ]
+
+
 def _run_params(client: MlflowClient, version: registry.ModelVersion) -> dict[str, str]:
     """A version's training-run params ({} when the run is gone or unreadable)."""
     try:
@@ -199,7 +216,12 @@ def promote(
             failed = "; ".join(champion_figures.problems)
             note = f"champion fails its own sanity checks: {failed}; {_NOT_COMPARED}"
             champion_figures = None
-        seen = in_sample(_run_params(client, champion_version), gate_date)
+        champion_params = _run_params(client, champion_version)
+        changed = changed_definition(_run_params(client, challenger_version), champion_params)
+        if changed:  # refused (a sanity problem) unless forced
+            problems = (*challenger_figures.problems, *changed)
+            challenger_figures = dataclasses.replace(challenger_figures, problems=problems)
+        seen = in_sample(champion_params, gate_date)
         if champion_figures is not None and seen is not None:
             # E.g. a champion trained before the split was purged: no fair comparison here.
             note = f"champion version {champion_version.version}: {seen}; {_NOT_COMPARED}"

@@ -8,7 +8,7 @@ import pytest
 
 from training.config import GateParams
 from training.gate import GateFigures, decide, sanity_problems
-from training.promote import in_sample
+from training.promote import changed_definition, in_sample
 
 PARAMS = GateParams()
 CHAMPION = GateFigures(
@@ -147,3 +147,26 @@ def test_sanity_checks(
         assert problems == []
     else:
         assert any(expected in p for p in problems), problems
+
+
+def test_a_challenger_that_changes_what_premium_means_is_named() -> None:
+    champion = {
+        "snapshots.horizon_days": "90",
+        "snapshots.maturity_days": "30",
+        "target_bad_rate": "0.01",
+        "model.learning_rate": "0.05",
+    }
+    same = {**champion, "model.learning_rate": "0.1"}  # a better model of the same thing
+    assert changed_definition(same, champion) == []
+    changed = changed_definition({**champion, "target_bad_rate": "0.03"}, champion)
+    assert changed == [
+        "its target_bad_rate is 0.03, the champion's 0.01: it changes what premium means "
+        "(promote with --force to do that)"
+    ]
+    shorter = {**champion, "snapshots.horizon_days": "30", "snapshots.maturity_days": "0"}
+    assert [c.split(" is ")[0] for c in changed_definition(shorter, champion)] == [
+        "its horizon_days",
+        "its maturity_days",
+    ]
+    # A champion whose run does not record a setting is not compared on it.
+    assert changed_definition({**champion, "target_bad_rate": "0.03"}, {}) == []
