@@ -28,6 +28,7 @@ app = typer.Typer(
 )
 
 EXIT_FAILED = 1
+EXIT_USAGE = 2  # as Typer exits for an option it cannot parse
 EXIT_LOCKED = 75  # sysexits EX_TEMPFAIL: cron should simply try again next time
 
 DataOpt = Annotated[
@@ -85,7 +86,15 @@ def _failures() -> Iterator[None]:
     except JobLockedError as exc:
         typer.echo(f"locked: {exc}", err=True)
         raise typer.Exit(EXIT_LOCKED) from exc
-    except (TrainingError, LogFileError, LogValidationError, ValidationError) as exc:
+    except ValidationError as exc:  # an option's value the job's settings refuse
+        problems = [
+            f"--{str(err['loc'][-1]).replace('_', '-')}: {err['msg'].removeprefix('Value error, ')}"
+            for err in exc.errors(include_url=False)
+            if err["loc"]
+        ]
+        typer.echo(f"error: {'; '.join(problems) or exc}", err=True)
+        raise typer.Exit(EXIT_USAGE) from exc
+    except (TrainingError, LogFileError, LogValidationError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(EXIT_FAILED) from exc
 

@@ -131,8 +131,11 @@ def test_failed_alias_move_leaves_no_version(
 
 def test_an_unknown_frequency_is_named(tracking: str, small_world: Path) -> None:
     result = run("train", "--data", str(small_world), "--frequency", "XYZ")
-    assert result.exit_code == 1
-    assert "'XYZ' is not a pandas offset alias" in result.stderr
+    assert result.exit_code == 2
+    assert "--frequency: 'XYZ' is not a pandas offset alias" in result.stderr
+    result = run("train", "--data", str(small_world), "--target-bad-rate", "0")
+    assert result.exit_code == 2
+    assert "--target-bad-rate: Input should be greater than 0" in result.stderr
     assert registered_versions(tracking) == 0
 
 
