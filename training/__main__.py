@@ -144,7 +144,7 @@ def _fmt(value: float) -> str:
 
 
 def _echo_training(result) -> None:
-    from training.train import HAND_RULE, MODEL, ORACLE, TABLE_METRICS
+    from training.train import HAND_RULE, LOGISTIC, MODEL, ORACLE, TABLE_METRICS
 
     table = result.evaluation.table()
     header = (
@@ -162,7 +162,10 @@ def _echo_training(result) -> None:
         cells = [row[c] for c in (*TABLE_METRICS, "threshold")]
         typer.echo("  ".join([f"{name:>10}", *(f"{_fmt(v):>10}" for v in cells)]))
     model_auc = table.loc[MODEL, "roc_auc"]
-    typer.echo(f"test AUC: model - hand rule = {model_auc - table.loc[HAND_RULE, 'roc_auc']:+.4f}")
+    typer.echo(
+        f"test AUC: model - hand rule = {model_auc - table.loc[HAND_RULE, 'roc_auc']:+.4f}; "
+        f"model - logistic = {model_auc - table.loc[LOGISTIC, 'roc_auc']:+.4f}"
+    )
     if ORACLE in table.index:
         typer.echo(
             f"test AUC: model / oracle = {model_auc / table.loc[ORACLE, 'roc_auc']:.4f}; "

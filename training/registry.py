@@ -100,8 +100,10 @@ def ensure_experiment(client: MlflowClient, name: str) -> str:
     """The experiment's id, creating it with artifacts under mlruns/NAME beside a SQLite store.
 
     A tracking server keeps its own artifact root; a SQLite store gets an explicit one in
-    the database's folder (./mlruns for the default ./mlflow.db), so the database and its
-    artifacts always travel together and never land in whatever the working directory is.
+    the database's folder (./mlruns for the default ./mlflow.db), so its artifacts never land
+    in whatever the working directory is. MLflow records that root as an absolute path: a
+    copied or moved folder's database still points at the original's artifacts (share runs
+    through a tracking server instead).
     """
     existing = client.get_experiment_by_name(name)
     if existing is not None:

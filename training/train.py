@@ -154,7 +154,10 @@ def load_training_data(config: TrainConfig, log: TransactionLog | None = None) -
             f"a matured label ({params.horizon_days}+{params.maturity_days} days) in the log"
         )
     snapshots = build_snapshots(log, dates, params, progress=config.progress)
-    split = split_by_time(snapshots, params, config.checks)
+    try:
+        split = split_by_time(snapshots, params, config.checks)
+    except TrainingDataError as exc:
+        raise TrainingDataError(f"{data_dir}: {exc}") from exc
     oracle = oracle_from_truth(data_dir, params.horizon_days, params.maturity_days)
     return TrainingData(data_dir.resolve(), fingerprint(data_dir), split, oracle)
 
