@@ -271,13 +271,18 @@ def promote_command(
         float | None,
         typer.Option(help="Bad rate for coverage-at-target (default: the challenger's)."),
     ] = None,
+    reason: Annotated[
+        str, typer.Option(help="Why (e.g. for --force): kept with the gate run and the version.")
+    ] = "",
 ) -> None:
     """Move @champion to @challenger only if it is not worse on the newest matured data."""
     with _failures():
         from training.config import PromoteConfig
         from training.promote import promote
 
-        config = PromoteConfig(data_dir=data, force=force, target_bad_rate=target_bad_rate)
+        config = PromoteConfig(
+            data_dir=data, force=force, target_bad_rate=target_bad_rate, reason=reason
+        )
         _echo_promotion(promote(config))
 
 

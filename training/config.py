@@ -112,6 +112,7 @@ class PromoteConfig(_Params):
         default=None, description="Data to judge on; by default the challenger's training data."
     )
     force: bool = False
+    reason: str = Field(default="", description="Why (recorded with the gate run and version).")
     gate: GateParams = GateParams()
     target_bad_rate: float | None = Field(
         default=None, gt=0, lt=1, description="By default the challenger's own target."

@@ -241,7 +241,12 @@ def promote(
         experiment_id=experiment_id,
         run_name="promote",
         parent_run_id=parent_run_id,
-        tags={"job": "promote", "verdict": verdict.label, "forced": str(verdict.forced).lower()},
+        tags={
+            "job": "promote",
+            "verdict": verdict.label,
+            "forced": str(verdict.forced).lower(),
+            **({"reason": config.reason} if config.reason else {}),
+        },
     ) as run:
         mlflow.log_params(
             {
@@ -271,6 +276,8 @@ def promote(
             previous = registry.move_champion(client, name, challenger.number)
         client.set_model_version_tag(name, challenger.number, "gate_verdict", verdict.label)
         client.set_model_version_tag(name, challenger.number, "gate_run_id", run.info.run_id)
+        if config.reason:
+            client.set_model_version_tag(name, challenger.number, "gate_reason", config.reason)
     champion_now = (
         challenger.number
         if verdict.promote

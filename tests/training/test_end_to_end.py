@@ -157,7 +157,7 @@ def test_train_register_promote_retrain(
     client.set_registered_model_alias(MODEL, "challenger", "2")
 
     # 4. --force overrides, and the override is on record.
-    result = run("promote", "--force")
+    result = run("promote", "--force", "--reason", "incident 42: roll forward")
     assert result.exit_code == 0, result.output
     assert "verdict: forced" in result.output
     assert (alias(client, "champion"), alias(client, "previous")) == ("2", "1")
@@ -165,7 +165,8 @@ def test_train_register_promote_retrain(
         [version.run_id and client.get_run(version.run_id).info.experiment_id],
         "tags.job = 'promote' and tags.forced = 'true'",
     )
-    assert len(forced) == 1
+    assert len(forced) == 1 and forced[0].data.tags["reason"] == "incident 42: roll forward"
+    assert client.get_model_version(MODEL, "2").tags["gate_reason"] == "incident 42: roll forward"
 
     # 5. The scheduled job: trains, beats the forced bad champion, moves the aliases.
     result = run("retrain", "--data", str(small_world), "--no-materialize", *SMALL)
