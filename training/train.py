@@ -198,6 +198,16 @@ def fit_and_evaluate(
     return Evaluation(booster, columns, results, config.target_bad_rate)
 
 
+def _input_example(split: Split, columns: list[str]) -> pd.DataFrame:
+    """Five test rows, and for each feature that can be missing a training row where it is:
+    the signature inferred from the example then marks exactly those features optional."""
+    train = split.train[columns]
+    missing = train.isna().to_numpy()
+    first_missing = sorted({int(np.argmax(missing[:, j])) for j in np.flatnonzero(missing.any(0))})
+    rows = [split.test[columns].head(5), train.iloc[first_missing]]
+    return pd.concat(rows, ignore_index=True).astype(np.float64)
+
+
 def _flat_params(config: TrainConfig) -> dict[str, object]:
     flat: dict[str, object] = {"target_bad_rate": config.target_bad_rate}
     for section in ("snapshots", "model", "checks"):
@@ -277,7 +287,7 @@ def log_and_register(
         mlflow.log_text(evaluation.table().to_string(float_format="%.4f"), "summary.txt")
         _log_figures(evaluation, split)
 
-        example = split.test[evaluation.feature_columns].head(5).astype(np.float64)
+        example = _input_example(split, evaluation.feature_columns)
         signature = infer_signature(example, evaluation.booster.predict(example.to_numpy()))
         info = mlflow.lightgbm.log_model(
             evaluation.booster,

@@ -100,6 +100,11 @@ def test_train_register_promote_retrain(
     assert booster.feature_name() == columns
     scores = booster.predict(np.zeros((2, len(columns))))
     assert ((scores > 0) & (scores < 1)).all()
+    # The signature marks the features that can be missing optional, and only those.
+    inputs = mlflow.models.get_model_info(f"models:/{MODEL}/1").signature.inputs.inputs
+    optional = {spec.name for spec in inputs if not spec.required}
+    train_rows = load_training_data(small_config).split.train[columns]
+    assert optional and optional == set(train_rows.columns[train_rows.isna().any()])
 
     run_data = client.get_run(version.run_id).data
     assert run_data.params["data_fingerprint"] == features.fingerprint(small_world)
