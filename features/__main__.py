@@ -48,7 +48,10 @@ def simulate(
     world = run_simulation(
         buyers=buyers, shops=shops, days=days, seed=seed, start=start, progress=sys.stderr.isatty()
     )
-    write_world(world, out)
+    try:
+        write_world(world, out)
+    except OSError as exc:  # nothing was moved in: the folder holds what it held
+        _fail(f"cannot write the simulated log into {out}: {exc}")
     log = world.log
     typer.echo(
         f"wrote {out}: {len(log.buyers):,} buyers, {len(log.shops):,} shops, "

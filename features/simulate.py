@@ -33,6 +33,8 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -1112,14 +1114,24 @@ def check_world_dir(out_dir: str | os.PathLike[str]) -> Path:
 def write_world(world: SimulatedWorld, out_dir: str | os.PathLike[str]) -> None:
     """Write the log (four Parquet tables and meta.json) and truth.parquet beside it.
 
-    Each file is written atomically. Only into a folder `check_world_dir` accepts.
+    Only into a folder `check_world_dir` accepts. The six files are written into a staging
+    folder inside `out_dir` first and moved in only once all are written, so a failed or
+    interrupted run leaves the world that was there (tables and truth never from two runs).
 
     Raises:
         LogFileError: `out_dir` is a file, or holds a log that was not simulated.
     """
     out_dir = check_world_dir(out_dir)
-    write_log(world.log, out_dir, world.meta)
-    write_parquet(world.truth, out_dir / "truth.parquet")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".simulate-", dir=out_dir))
+    try:
+        write_log(world.log, staging, world.meta)
+        write_parquet(world.truth, staging / "truth.parquet")
+        # One rename each, meta.json last: nothing is computed between them.
+        for path in sorted(staging.iterdir(), key=lambda path: path.name == "meta.json"):
+            os.replace(path, out_dir / path.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _delay_cdf_integral(x: np.ndarray) -> np.ndarray:

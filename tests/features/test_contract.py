@@ -184,3 +184,13 @@ def test_every_unreadable_value_is_named_at_once(csv_log_dir: Path) -> None:
         ("refunds.csv", "amount_fen"),
         ("buyers.csv", "registered_at"),
     }
+
+
+def test_cli_simulate_into_a_place_it_cannot_write_exits_2(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("")
+    out = tmp_path / "a-file" / "world"  # under a file: the folder cannot be made
+    result = CliRunner().invoke(
+        app, ["simulate", "--out", str(out), "--buyers", "40", "--shops", "4", "--days", "60"]
+    )
+    assert result.exit_code == 2
+    assert f"cannot write the simulated log into {out}" in result.output

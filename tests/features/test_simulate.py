@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
+import features.simulate as simulate_module
 from features.io import LogFileError, load_log
 from features.log import OUTCOMES, REFUND_KINDS, TABLES, as_of_time
 from features.schema import validate_log
@@ -422,3 +423,22 @@ def test_write_world_never_writes_over_a_log_it_did_not_make(
 def test_sizes_must_be_positive() -> None:
     with pytest.raises(ValueError, match="positive"):
         simulate(buyers=0)
+
+
+def test_write_world_that_fails_leaves_the_world_that_was_there(
+    world: SimulatedWorld, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "world"
+    write_world(world, out)
+    # An earlier world that differs from the one about to be written.
+    world.log.orders.head(10).to_parquet(out / "orders.parquet", index=False)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    def disk_full(frame: pd.DataFrame, target: Path) -> None:
+        raise OSError(28, "No space left on device", str(target))
+
+    # The tables are written (through write_log), then truth.parquet fails.
+    monkeypatch.setattr(simulate_module, "write_parquet", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        write_world(world, out)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # no staging folder left
