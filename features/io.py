@@ -199,6 +199,30 @@ def read_meta(directory: str | os.PathLike[str]) -> dict:
         raise LogFileError(f"{path}: not valid JSON: {exc}") from exc
 
 
+def _span(directory: Path) -> tuple[pd.Timestamp | None, pd.Timestamp | None]:
+    """meta.json's start (a date: T of that day) and end (an instant; naive means UTC).
+
+    Raises:
+        LogFileError: Either is there but is not a date or a timestamp.
+    """
+    meta, path = read_meta(directory), directory / "meta.json"
+    try:
+        start = as_of_time(meta["start"]) if meta.get("start") else None
+    except ValueError as exc:
+        raise LogFileError(f"{path}: 'start': {exc}") from exc
+    raw_end = meta.get("end")
+    if not raw_end:
+        return start, None
+    try:
+        if not isinstance(raw_end, str):  # a number would be read as nanoseconds since 1970
+            raise ValueError(raw_end)
+        end = pd.Timestamp(raw_end)
+    except ValueError as exc:
+        raise LogFileError(f"{path}: 'end' {raw_end!r} is not an ISO 8601 timestamp") from exc
+    # Any offset is converted: every timestamp of the log is UTC.
+    return start, end.tz_localize("UTC") if end.tzinfo is None else end.tz_convert("UTC")
+
+
 def load_log(directory: str | os.PathLike[str], validate: bool = True) -> TransactionLog:
     """Read a data directory (one Parquet or CSV file per table) into a validated log.
 
@@ -224,11 +248,7 @@ def load_log(directory: str | os.PathLike[str], validate: bool = True) -> Transa
             unreadable += exc.violations
     if unreadable:
         raise LogValidationError(unreadable)
-    meta = read_meta(directory)
-    start = as_of_time(meta["start"]) if meta.get("start") else None
-    end = pd.Timestamp(meta["end"]) if meta.get("end") else None
-    if end is not None and end.tzinfo is None:
-        end = end.tz_localize("UTC")
+    start, end = _span(directory)
     log = TransactionLog(**tables, start=start, end=end)
     if log.end is None:
         latest = [log.table(n)[c].max() for n in TABLES for c in [CREATED_AT[n], *LATER_AT[n]]]

@@ -1,7 +1,10 @@
 """Labels: was the buyer bad in the window after T? (DESIGN.md)
 
 A buyer is bad as of T when they make a refund request in (T, T + H] that is confirmed
-as abuse by T + H + M. Labels look at the future on purpose; features never do.
+as abuse by T + H + M: known at T + H + M, so confirmed before it, the convention features
+use at T (and the log's end: an export of [start, end) holds every confirmation before its
+end, so a label is final once T + H + M <= end). Labels look at the future on purpose;
+features never do.
 """
 
 from __future__ import annotations
@@ -56,7 +59,7 @@ def labels(
     abusive = refunds.loc[
         (refunds["requested_at"] > known_at)
         & (refunds["requested_at"] <= horizon_end)
-        & (refunds["abuse_confirmed_at"] <= matured_at),
+        & (refunds["abuse_confirmed_at"] < matured_at),
         "buyer_id",
     ]
     is_bad = positions(frame["buyer_id"], abusive.drop_duplicates()) >= 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from datetime import datetime
 
 import numpy as np
 import pandas as pd
@@ -61,6 +62,10 @@ def as_of_time(as_of: object) -> pd.Timestamp:
         ValueError: If the value is not a date.
     """
     try:
+        if isinstance(as_of, str):
+            datetime.fromisoformat(as_of)  # ISO 8601 only: pandas reads "June" as year 1
+        elif isinstance(as_of, (int, float)):  # nanoseconds since 1970 to pandas
+            raise TypeError(as_of)
         stamp = pd.Timestamp(as_of)
     except (ValueError, TypeError) as exc:
         raise ValueError(f"as-of date {as_of!r} is not a date (expected YYYY-MM-DD)") from exc

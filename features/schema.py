@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 
@@ -168,6 +169,24 @@ def validate_log(log: TransactionLog, files: dict[str, str] | None = None) -> Tr
         "shop exists in shops",
         _absent(orders["shop_id"], log.shops["shop_id"]),
     )
+    # An order before its buyer or shop existed would be known at a T at which they are not.
+    paid_at = orders["paid_at"].dt.tz_convert(None).to_numpy()  # datetime64, not objects
+    for column, table, since in [
+        ("buyer_id", log.buyers, "registered_at"),
+        ("shop_id", log.shops, "opened_at"),
+    ]:
+        found = positions(orders[column], table[column])
+        known = found >= 0  # an unknown id is reported above
+        early = np.zeros(len(orders), dtype=bool)
+        began = table[since].dt.tz_convert(None).to_numpy()
+        early[known] = paid_at[known] < began[found[known]]
+        violations += _rule(
+            orders,
+            orders_file,
+            "paid_at",
+            f"paid_at >= the {column.removesuffix('_id')}'s {since}",
+            pd.Series(early, index=orders.index),
+        )
     for earlier, later in [
         ("paid_at", "shipped_at"),
         ("shipped_at", "delivered_at"),

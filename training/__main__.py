@@ -38,7 +38,7 @@ HorizonOpt = Annotated[
     int, typer.Option(help="Label horizon H in days: refund requests in (T, T+H] count.")
 ]
 MaturityOpt = Annotated[
-    int, typer.Option(help="Label maturity M in days: confirmations by T+H+M count.")
+    int, typer.Option(help="Label maturity M in days: confirmations before T+H+M count.")
 ]
 FrequencyOpt = Annotated[
     str, typer.Option(help="Spacing of the as-of dates, a pandas offset alias (MS = monthly).")

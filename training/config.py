@@ -21,7 +21,7 @@ class SnapshotParams(_Params):
 
     horizon_days: int = Field(default=90, ge=1, description="H: refund requests in (T, T+H] count.")
     maturity_days: int = Field(
-        default=30, ge=0, description="M: an abuse confirmation counts if it arrives by T+H+M."
+        default=30, ge=0, description="M: an abuse confirmation counts if it arrives before T+H+M."
     )
     frequency: str = Field(
         default="MS", description="pandas offset alias of the as-of dates (MS=monthly)."

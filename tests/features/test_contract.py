@@ -42,6 +42,9 @@ BROKEN = [
     ("orders", 0, "shop_id", "S9", "shop_id", "shop exists in shops"),
     ("orders", 0, "shipped_at", "2025-01-01T00:00:00Z", "shipped_at", "shipped_at >= paid_at"),
     ("orders", 0, "paid_at", "2025-01-10 10:00:00", "paid_at", "carry their offset"),
+    # Before the buyer registered (2024-06-01), and before the shop opened.
+    ("orders", 0, "paid_at", "2024-05-01T00:00:00Z", "paid_at", "the buyer's registered_at"),
+    ("orders", 0, "paid_at", "2020-05-01T00:00:00Z", "paid_at", "the shop's opened_at"),
     ("orders", 0, "is_virtual", "maybe", "is_virtual", "true or false"),
     ("refunds", 0, "kind", "refund", "kind", "isin"),
     ("refunds", 0, "outcome", "lost", "outcome", "isin"),
@@ -194,3 +197,23 @@ def test_cli_simulate_into_a_place_it_cannot_write_exits_2(tmp_path: Path) -> No
     )
     assert result.exit_code == 2
     assert f"cannot write the simulated log into {out}" in result.output
+
+
+def test_meta_end_with_an_offset_is_the_same_instant_in_utc(csv_log_dir: Path) -> None:
+    (csv_log_dir / "meta.json").write_text('{"end": "2025-12-31T20:00:00+08:00"}')
+    assert load_log(csv_log_dir).end == pd.Timestamp("2025-12-31T12:00:00", tz="UTC")
+    assert str(load_log(csv_log_dir).end.tz) == "UTC"
+
+
+@pytest.mark.parametrize(
+    ("meta", "message"),
+    [
+        ('{"end": "soon"}', "'end' 'soon' is not an ISO 8601 timestamp"),
+        ('{"end": 1767225600}', "'end' 1767225600 is not an ISO 8601 timestamp"),
+        ('{"start": "June"}', "'start': as-of date 'June' is not a date"),
+    ],
+)
+def test_an_unreadable_meta_span_is_named(csv_log_dir: Path, meta: str, message: str) -> None:
+    (csv_log_dir / "meta.json").write_text(meta)
+    with pytest.raises(LogFileError, match=f"meta.json: {message}"):
+        load_log(csv_log_dir)

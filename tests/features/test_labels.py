@@ -34,7 +34,9 @@ def _log_with_request(requested: pd.Timestamp, confirmed: pd.Timestamp | None, e
     [
         (T, T + pd.Timedelta(days=1), 0),  # at exactly T: not in (T, T+H]
         (T + pd.Timedelta(seconds=1), T + pd.Timedelta(days=1), 1),
-        (T + H, T + H + M, 1),  # the last instant of the window, confirmed at the deadline
+        (T + H, T + H + M - pd.Timedelta(seconds=1), 1),  # the window's last instant
+        # Confirmed at the deadline: not known at T + H + M, as a fact at T is not known at T.
+        (T + H, T + H + M, 0),
         (T + H + pd.Timedelta(seconds=1), T + H + pd.Timedelta(days=1), 0),
         (T + pd.Timedelta(days=10), T + H + M + pd.Timedelta(seconds=1), 0),  # confirmed late
         (T + pd.Timedelta(days=10), None, 0),  # never confirmed
@@ -43,6 +45,16 @@ def _log_with_request(requested: pd.Timestamp, confirmed: pd.Timestamp | None, e
 def test_label_window_edges(requested, confirmed, bad) -> None:
     frame = labels(_log_with_request(requested, confirmed, end="2026-01-01"), T.date())
     assert frame.set_index("buyer_id")["bad"].to_dict() == {"B1": bad, "B2": 0}
+
+
+def test_a_matured_label_does_not_change_when_the_export_goes_on() -> None:
+    # An export covers [start, end): one ending at T + H + M cannot hold a confirmation
+    # stamped at T + H + M, so that confirmation must not count in a longer export either.
+    deadline = T + H + M
+    ending_there = _log_with_request(T + pd.Timedelta(days=10), None, deadline.isoformat())
+    longer = _log_with_request(T + pd.Timedelta(days=10), deadline, "2026-01-01")
+    assert label_matured(ending_there, T.date())
+    assert labels(ending_there, T.date()).equals(labels(longer, T.date()))
 
 
 def test_buyers_registered_at_t_are_not_labelled() -> None:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import date
+
 import pandas as pd
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from features import FEATURE_COLUMNS, build_features, buyer_features
-from features.log import OUTCOMES, TransactionLog
+from features.log import OUTCOMES, TransactionLog, as_of_time
 from tests.factories import make_buyers, make_log, make_orders, make_refunds
 
 BASE = pd.Timestamp("2025-01-01", tz="UTC")
@@ -131,3 +134,13 @@ def test_partitioning_does_not_change_features(log: TransactionLog, partitions: 
     whole = build_features(log, dates, partitions=1)
     pd.testing.assert_frame_equal(build_features(log, dates, partitions=partitions), whole)
     assert list(whole.columns) == ["buyer_id", "as_of", *FEATURE_COLUMNS]
+
+
+def test_an_as_of_date_is_an_iso_date_or_a_date_object() -> None:
+    utc_day = pd.Timestamp("2025-05-31", tz="UTC")
+    assert as_of_time("2025-06-01T05:00:00+08:00") == utc_day  # its date in UTC
+    assert as_of_time(date(2025, 5, 31)) == utc_day == as_of_time("2025-05-31")
+    # pandas would read "June" as 0001-06-01 and a number as nanoseconds since 1970.
+    for bad in ("June", "nope", 1_748_736_000, 17.5):
+        with pytest.raises(ValueError, match="is not a date"):
+            as_of_time(bad)
