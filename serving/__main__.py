@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 app = typer.Typer(help="The fast-refund decision API and its online store.", no_args_is_help=True)
 
@@ -142,7 +145,7 @@ def run(
         raise typer.Exit(2) from exc
     configure_logging(settings.log_level)
     uvicorn.run(
-        "serving.app:create_app",
+        "serving.__main__:worker_app",
         factory=True,
         host=host,
         port=port,
@@ -152,6 +155,18 @@ def run(
         loop="uvloop",
         http="httptools",
     )
+
+
+def worker_app() -> FastAPI:
+    """The app as `run` serves it, built in each worker process: with `--workers N` uvicorn
+    starts the workers afresh, with Python's default logging until it is configured here."""
+    from serving.app import create_app
+    from serving.config import Settings
+    from serving.logs import configure_logging
+
+    settings = Settings.load()
+    configure_logging(settings.log_level)
+    return create_app(settings)
 
 
 if __name__ == "__main__":

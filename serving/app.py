@@ -248,14 +248,16 @@ async def _checkpoint_audit(service: Service, every_seconds: float = 0.25) -> No
     """
     while True:
         await asyncio.sleep(every_seconds)
-        audit = service.audit
-        if audit is not None:
-            try:
-                await asyncio.to_thread(audit.checkpoint)
-                await asyncio.to_thread(audit.checkpoint)
-                audit.finish_checkpoint()
-            except Exception as exc:  # noqa: BLE001 - the next request reports a real outage
-                logger.warning("audit checkpoint failed", extra={"fields": {"error": str(exc)}})
+        try:
+            audit = service.open_audit()  # also notices a log deleted or replaced while idle
+        except AuditUnavailable:
+            continue  # logged there; requests get the 503 and /readyz says why
+        try:
+            await asyncio.to_thread(audit.checkpoint)
+            await asyncio.to_thread(audit.checkpoint)
+            audit.finish_checkpoint()
+        except Exception as exc:  # noqa: BLE001 - the next request reports a real outage
+            logger.warning("audit checkpoint failed", extra={"fields": {"error": str(exc)}})
 
 
 async def _follow_champion(service: Service, every_seconds: float, retry_after: int = 10) -> None:

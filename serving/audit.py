@@ -17,7 +17,7 @@ from typing import NamedTuple
 import numpy as np
 from pydantic_core import to_json
 
-from serving.store import StoreMeta, connect
+from serving.store import StoreMeta, connect, file_id
 
 DAY_SECONDS = 86_400.0
 
@@ -45,6 +45,10 @@ CREATE TABLE IF NOT EXISTS snapshots (
     feature_set_version TEXT NOT NULL,
     feature_columns TEXT NOT NULL,
     materialized_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS health (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    checked_at REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS admin_actions (
     id INTEGER PRIMARY KEY,
@@ -96,12 +100,13 @@ class AuditLog:
     def __init__(self, conn: sqlite3.Connection, path: Path):
         self._conn = conn
         self.path = path
+        self._file = file_id(path)
         # Snapshots this connection has seen committed in `snapshots` (described once).
         self.snapshots_recorded: set[str] = set()
 
     @classmethod
-    def open(cls, path: str | Path, synchronous: str = "NORMAL") -> AuditLog:
-        """Open (creating if needed) the audit log.
+    def open(cls, path: str | Path, synchronous: str = "NORMAL", create: bool = True) -> AuditLog:
+        """Open the audit log, creating it if needed and `create`.
 
         Raises:
             AuditUnavailable: The file cannot be created or opened.
@@ -109,7 +114,7 @@ class AuditLog:
         path = Path(path)
         conn = None
         try:
-            conn = connect(path, create=True)
+            conn = connect(path, create=create)
             # The request path waits for the write lock on the event loop: a few ms is
             # another worker's commit; a lock held longer (a stuck writer, someone's shell)
             # is answered 503 after this, not after 5 s with every request frozen behind it.
@@ -155,16 +160,21 @@ class AuditLog:
         except sqlite3.Error as exc:
             raise AuditUnavailable(f"audit log {self.path}: {exc}") from exc
 
-    def ping(self) -> None:
-        """Check the log can be read.
+    def moved(self) -> bool:
+        """Whether the file at the log's path is no longer the one this connection writes:
+        deleted or renamed (what it writes then is lost to everyone else), or replaced."""
+        return file_id(self.path) != self._file
+
+    def ping(self, now: float) -> None:
+        """Check the log takes a write as a decision's commit would: the write lock and a
+        one-row update, so a log that can be read but not written (a full disk, a read-only
+        file) is not reported ready.
 
         Raises:
             AuditUnavailable: It cannot.
         """
-        try:
-            self._conn.execute("SELECT 1 FROM decisions LIMIT 1").fetchall()
-        except sqlite3.Error as exc:
-            raise AuditUnavailable(f"audit log {self.path}: {exc}") from exc
+        with self.transaction():
+            self._conn.execute("INSERT OR REPLACE INTO health VALUES (1, ?)", (now,))
 
     def _begin(self, statement: str) -> sqlite3.Connection:
         """Start a transaction on the log's connection.

@@ -114,6 +114,7 @@ class Service:
         self.store: OnlineStore | None = None
         self.store_error: str = "not opened yet"
         self.audit: AuditLog | None = None
+        self._audit_lost = False  # deleted while open: not created anew until restart
         self.audit_error: str = "not opened yet"
         self._next_store_try = 0.0
         self._next_audit_try = 0.0
@@ -165,19 +166,45 @@ class Service:
             AuditUnavailable: It cannot be opened.
         """
         if self.audit is not None:
-            return self.audit
+            if not self.audit.moved():  # one stat a transaction
+                return self.audit
+            self._audit_moved()
         now = time.monotonic()
         if now < self._next_audit_try:
             raise AuditUnavailable(self.audit_error)
         self._next_audit_try = now + 1.0
+        path = self.settings.audit_path
         try:
-            self.audit = AuditLog.open(self.settings.audit_path, self.settings.audit_synchronous)
-            self.audit_error = ""
+            # A log deleted under a running service is not made anew here: the velocity
+            # counts and replays of everything before would be gone without a word.
+            self.audit = AuditLog.open(path, self.settings.audit_synchronous, not self._audit_lost)
         except AuditUnavailable as exc:
-            self.audit_error = str(exc)
             self.metrics.unavailable.labels(component="audit").inc()
-            raise
+            if not self._audit_lost:
+                self.audit_error = str(exc)
+            raise AuditUnavailable(self.audit_error) from exc
+        if self._audit_lost:
+            logger.warning("audit log back: reopened", extra={"fields": {"path": str(path)}})
+        self.audit_error, self._audit_lost = "", False
         return self.audit
+
+    def _audit_moved(self) -> None:
+        """The file at the audit log's path is not the one open: let go of it. Replaced (a
+        restore, or another worker made a new one) it is reopened; deleted or renamed, the
+        service refuses to decide (503) until a log is back at the path."""
+        assert self.audit is not None
+        path = self.audit.path
+        self.audit.close()
+        self.audit, self._next_audit_try = None, 0.0
+        if path.exists():
+            logger.warning("audit log replaced: reopened", extra={"fields": {"path": str(path)}})
+            return
+        self._audit_lost = True
+        self.audit_error = (
+            f"audit log {path} was deleted or moved while in use: no decision is answered "
+            "until it is back (restore it, or restart the service to begin an empty log)"
+        )
+        logger.error("audit log gone", extra={"fields": {"error": self.audit_error}})
 
     async def load_model(self) -> Champion:
         """Load the champion in a thread and swap it in; requests keep flowing meanwhile.

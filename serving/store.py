@@ -222,7 +222,8 @@ def _records(pair: tuple[str, str], row: tuple) -> tuple[BuyerRecord | None, Sho
     return buyer, shop
 
 
-def _file_id(path: Path) -> tuple[int, int] | None:
+def file_id(path: Path) -> tuple[int, int] | None:
+    """Which file sits at `path` (device, inode), None when none does."""
     try:
         stat = path.stat()
     except OSError:
@@ -238,13 +239,13 @@ class OnlineStore:
         self.path = path
         self._data_version: int | None = None
         self._meta: StoreMeta | None = None
-        self._file = _file_id(path)
+        self._file = file_id(path)
 
     def replaced(self) -> bool:
         """Whether another file now sits at the store's path (deleted and materialized
         anew, restored from a backup): this connection still reads the old one. A refresh by
         `materialize` is in place and is seen without reopening."""
-        current = _file_id(self.path)
+        current = file_id(self.path)
         return current is not None and current != self._file
 
     @classmethod
@@ -357,7 +358,13 @@ class OnlineStore:
         )
 
     def _write(self, sql: str, params: tuple) -> None:
+        """On a connection of its own, so that a write waiting for the lock (a refresh holds
+        it for seconds) runs in a thread without holding up this one's reads."""
         try:
-            self._conn.execute(sql, params)
+            conn = connect(self.path)
+            try:
+                conn.execute(sql, params)
+            finally:
+                conn.close()
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"online store {self.path}: {exc}") from exc

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Path, status
 
+from serving.audit import AuditUnavailable
 from serving.deps import AdminDep, ServiceDep
 from serving.model import ModelUnavailable
 from serving.schemas import Id, RevocationChange, ShopEligibilityChange
 from serving.service import Service
-from serving.store import OnlineStore
+from serving.store import OnlineStore, StoreUnavailable
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
 logger = logging.getLogger("serving.admin")
@@ -38,6 +41,34 @@ def _audit(service: Service, actor: str, action: str, target: str, reason: str, 
         "admin action",
         extra={"fields": {"actor": actor, "action": action, "target": target, "reason": reason}},
     )
+
+
+async def _change(
+    service: Service,
+    actor: str,
+    action: str,
+    target: str,
+    reason: str,
+    detail: dict,
+    write: Callable[[], None],
+) -> None:
+    """Record the admin action, then make the change in the store (in a thread: a refresh
+    can hold the store's write lock for seconds, and decisions must go on meanwhile).
+
+    Raises:
+        HTTPException: 503 when the store refused the change; the audit log then says so.
+    """
+    _audit(service, actor, action, target, reason, detail)
+    try:
+        await asyncio.to_thread(write)
+    except StoreUnavailable as exc:
+        try:
+            _audit(service, actor, f"{action}_failed", target, reason, {"error": str(exc)})
+        except AuditUnavailable:
+            logger.exception("admin action failed and could not be recorded as failed")
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE, f"{action} not made, try again: {exc}"
+        ) from exc
 
 
 def _buyer_view(store: OnlineStore, buyer_id: str) -> dict:
@@ -66,8 +97,15 @@ async def revoke_buyer(
 ) -> dict:
     """Revoke the service for a buyer (POLICY.md: abuse); survives every refresh."""
     store = _store(service)
-    _audit(service, caller.label, "revoke_buyer", buyer_id, change.reason, {})
-    store.set_buyer_revoked(buyer_id, True, change.reason, caller.label)
+    await _change(
+        service,
+        caller.label,
+        "revoke_buyer",
+        buyer_id,
+        change.reason,
+        {},
+        lambda: store.set_buyer_revoked(buyer_id, True, change.reason, caller.label),
+    )
     return _buyer_view(store, buyer_id)
 
 
@@ -77,8 +115,15 @@ async def restore_buyer(
 ) -> dict:
     """Restore the service for a buyer, overriding a revocation from the log too."""
     store = _store(service)
-    _audit(service, caller.label, "restore_buyer", buyer_id, change.reason, {})
-    store.set_buyer_revoked(buyer_id, False, change.reason, caller.label)
+    await _change(
+        service,
+        caller.label,
+        "restore_buyer",
+        buyer_id,
+        change.reason,
+        {},
+        lambda: store.set_buyer_revoked(buyer_id, False, change.reason, caller.label),
+    )
     return _buyer_view(store, buyer_id)
 
 
@@ -108,15 +153,15 @@ async def set_shop_eligibility(
 ) -> dict:
     """Grant or withdraw the service for a shop; survives every refresh."""
     store = _store(service)
-    _audit(
+    await _change(
         service,
         caller.label,
         "set_shop_eligibility",
         shop_id,
         change.reason,
         {"eligible": change.eligible},
+        lambda: store.set_shop_eligibility(shop_id, change.eligible, change.reason, caller.label),
     )
-    store.set_shop_eligibility(shop_id, change.eligible, change.reason, caller.label)
     return _shop_view(store, shop_id)
 
 

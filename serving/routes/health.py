@@ -42,7 +42,7 @@ async def readyz(service: ServiceDep, response: Response) -> dict:
             f"{service.policy.version})"
         )
     try:
-        service.open_audit().ping()
+        service.open_audit().ping(service.clock())  # a write, as a decision makes
         checks["audit"] = "ok"
     except AuditUnavailable as exc:
         checks["audit"] = str(exc) or service.audit_error

@@ -4,10 +4,12 @@ fail-closed behaviour and metrics (stub champion over a hand-made online store).
 from __future__ import annotations
 
 import json
+import logging
 import multiprocessing
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +19,10 @@ from fastapi.testclient import TestClient
 
 import serving.app
 from features.io import redact_uri
+from serving.__main__ import worker_app
 from serving.audit import AuditLog
 from serving.config import ConfigError, Settings
+from serving.logs import JsonFormatter
 from serving.model import ModelUnavailable
 from serving.rules import APPROVAL_NOTE
 from serving.schemas import DecisionRequest
@@ -997,3 +1001,93 @@ def test_a_tracking_uri_is_logged_without_its_credentials() -> None:
     assert hide("https://token@mlflow.internal") == "https://***@mlflow.internal"
     assert hide("sqlite:///mlflow.db") == "sqlite:///mlflow.db"
     assert hide("https://mlflow.internal/?token=abc") == "https://mlflow.internal/?***"
+
+
+def test_an_audit_log_moved_away_while_serving_is_503_until_it_is_back(
+    client: TestClient, settings: Settings
+) -> None:
+    assert decide(client, body("MV0"))["decision"] == "auto_approve"
+    audit = settings.audit_path
+    files = [Path(f"{audit}{suffix}") for suffix in ("", "-wal", "-shm")]
+    for path in files:  # rotated away (or deleted): what is written goes where nobody reads
+        if path.exists():
+            path.rename(f"{path}.away")
+    response = client.post(URL, json=body("MV1"), headers=DECIDER)
+    assert response.status_code == 503 and "merchant review" in response.json()["detail"]
+    ready = client.get("/readyz")
+    assert ready.status_code == 503
+    assert "was deleted or moved while in use" in ready.json()["checks"]["audit"]
+    assert not audit.exists()  # not begun anew behind the operator's back
+
+    for path in files:  # put back
+        if Path(f"{path}.away").exists():
+            Path(f"{path}.away").rename(path)
+    time.sleep(1.1)  # the log is looked for again once a second
+    assert client.get("/readyz").status_code == 200
+    assert decide(client, body("MV1"))["decision"] == "auto_approve"
+    assert decide(client, body("MV0"))["replayed"] is True  # the history came back with it
+
+
+def test_readyz_is_not_ready_while_the_audit_log_cannot_take_a_write(
+    client: TestClient, settings: Settings
+) -> None:
+    assert client.get("/readyz").status_code == 200
+    other = sqlite3.connect(settings.audit_path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another writer holds the lock: reads still work
+    try:
+        ready = client.get("/readyz")
+        assert ready.status_code == 503 and "locked" in ready.json()["checks"]["audit"]
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert client.get("/readyz").status_code == 200
+
+
+def test_an_admin_change_the_store_cannot_take_is_503_recorded_and_decisions_go_on(
+    client: TestClient, settings: Settings
+) -> None:
+    other = sqlite3.connect(settings.store_path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # a refresh holding the store's write lock
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            revoke = pool.submit(
+                client.post, "/v1/admin/buyers/B_GOOD/revoke", json={"reason": "x"}, headers=ADMIN
+            )
+            time.sleep(0.5)  # the revoke is waiting for the lock (5 s)
+            started = time.perf_counter()
+            assert decide(client, body("AL1"))["decision"] == "auto_approve"
+            assert time.perf_counter() - started < 2.0  # not held up behind the revoke
+            response = revoke.result()
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert response.status_code == 503
+    assert "revoke_buyer not made, try again" in response.json()["detail"]
+    with sqlite3.connect(settings.audit_path) as db:
+        actions = [row[0] for row in db.execute("SELECT action FROM admin_actions ORDER BY id")]
+    assert actions == ["revoke_buyer", "revoke_buyer_failed"]
+    assert "BUYER_REVOKED" not in codes(decide(client, body("AL2")))
+
+
+def test_each_worker_process_logs_json_lines(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `serving run --workers N`: uvicorn starts each worker afresh and builds the app there.
+    for name, value in (
+        ("FASTREFUND_STORE_PATH", settings.store_path),
+        ("FASTREFUND_AUDIT_PATH", settings.audit_path),
+        ("FASTREFUND_LOG_LEVEL", "WARNING"),
+        ("MLFLOW_CONFIGURE_LOGGING", "false"),
+        ("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false"),
+    ):
+        monkeypatch.setenv(name, str(value))
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    root.handlers[:] = []  # what a fresh worker process starts with
+    try:
+        worker_app()
+        assert [type(handler.formatter) for handler in root.handlers] == [JsonFormatter]
+        assert root.level == logging.WARNING
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
