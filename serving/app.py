@@ -251,7 +251,10 @@ async def _checkpoint_audit(service: Service, every_seconds: float = 0.25) -> No
         try:
             audit = service.open_audit()  # also notices a log deleted or replaced while idle
         except AuditUnavailable:
-            continue  # logged there; requests get the 503 and /readyz says why
+            continue  # requests get the 503 and /readyz says why
+        except Exception:  # noqa: BLE001 - a bug here must not end the checkpoints for good
+            logger.exception("audit checkpoint: opening the log failed")
+            continue
         try:
             await asyncio.to_thread(audit.checkpoint)
             await asyncio.to_thread(audit.checkpoint)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import sqlite3
+import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -45,6 +46,10 @@ CREATE TABLE IF NOT EXISTS snapshots (
     feature_set_version TEXT NOT NULL,
     feature_columns TEXT NOT NULL,
     materialized_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS identity (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    log_id TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS health (
     id INTEGER PRIMARY KEY CHECK (id = 1),
@@ -97,9 +102,10 @@ BUSY_TIMEOUT_MS = 250  # the longest a request waits for the audit log's write l
 class AuditLog:
     """The audit log on one connection (one per worker; SQLite serializes writers)."""
 
-    def __init__(self, conn: sqlite3.Connection, path: Path):
+    def __init__(self, conn: sqlite3.Connection, path: Path, log_id: str):
         self._conn = conn
         self.path = path
+        self.log_id = log_id  # written once, when the log is created
         self._file = file_id(path)
         # Snapshots this connection has seen committed in `snapshots` (described once).
         self.snapshots_recorded: set[str] = set()
@@ -125,11 +131,14 @@ class AuditLog:
             conn.execute("PRAGMA wal_autocheckpoint=10000")
             _upgrade(conn)
             conn.executescript(SCHEMA)
+            # Which log this is, whatever its path: a worker never takes another for it.
+            conn.execute("INSERT OR IGNORE INTO identity VALUES (1, ?)", (uuid.uuid4().hex,))
+            log_id = conn.execute("SELECT log_id FROM identity").fetchone()[0]
         except (OSError, sqlite3.Error) as exc:
             if conn is not None:
                 conn.close()
             raise AuditUnavailable(f"audit log {path}: {exc}") from exc
-        return cls(conn, path)
+        return cls(conn, path, log_id)
 
     def close(self) -> None:
         """Close the connection."""

@@ -114,7 +114,8 @@ class Service:
         self.store: OnlineStore | None = None
         self.store_error: str = "not opened yet"
         self.audit: AuditLog | None = None
-        self._audit_lost = False  # deleted while open: not created anew until restart
+        self._audit_id: str | None = None  # the log this worker began with
+        self._audit_gone = ""  # why, while the log it had is missing
         self.audit_error: str = "not opened yet"
         self._next_store_try = 0.0
         self._next_audit_try = 0.0
@@ -160,51 +161,61 @@ class Service:
         return store
 
     def open_audit(self) -> AuditLog:
-        """The audit log, reopened at most once a second while it is down.
+        """The audit log, looked for at most once a second while it is down.
+
+        Once a worker has had a log it keeps to it: one deleted or moved away while in use
+        is not begun anew (the velocity counts and replays of everything before would be
+        gone without a word), and a file at the path that holds another log is refused (a
+        restarted worker began it), until the service restarts. The same log put back, from
+        a backup or a rotation undone, is reopened.
 
         Raises:
-            AuditUnavailable: It cannot be opened.
+            AuditUnavailable: It cannot be opened, or is not this worker's log.
         """
         if self.audit is not None:
             if not self.audit.moved():  # one stat a transaction
                 return self.audit
-            self._audit_moved()
+            self._let_go_of_audit()
         now = time.monotonic()
         if now < self._next_audit_try:
             raise AuditUnavailable(self.audit_error)
         self._next_audit_try = now + 1.0
         path = self.settings.audit_path
         try:
-            # A log deleted under a running service is not made anew here: the velocity
-            # counts and replays of everything before would be gone without a word.
-            self.audit = AuditLog.open(path, self.settings.audit_synchronous, not self._audit_lost)
+            audit = AuditLog.open(path, self.settings.audit_synchronous, self._audit_id is None)
         except AuditUnavailable as exc:
             self.metrics.unavailable.labels(component="audit").inc()
-            if not self._audit_lost:
-                self.audit_error = str(exc)
+            self.audit_error = self._audit_gone or str(exc)
             raise AuditUnavailable(self.audit_error) from exc
-        if self._audit_lost:
+        if self._audit_id is not None and audit.log_id != self._audit_id:
+            audit.close()
+            self.metrics.unavailable.labels(component="audit").inc()
+            self.audit_error = (
+                f"audit log {path} is not the log this worker began with (another worker "
+                "began it after this one's was deleted or moved?): no decision is answered "
+                "until the service restarts, so that all count approvals in one log"
+            )
+            raise AuditUnavailable(self.audit_error)
+        if self._audit_gone:
             logger.warning("audit log back: reopened", extra={"fields": {"path": str(path)}})
-        self.audit_error, self._audit_lost = "", False
-        return self.audit
+        self.audit, self._audit_id = audit, audit.log_id
+        self.audit_error = self._audit_gone = ""
+        return audit
 
-    def _audit_moved(self) -> None:
-        """The file at the audit log's path is not the one open: let go of it. Replaced (a
-        restore, or another worker made a new one) it is reopened; deleted or renamed, the
-        service refuses to decide (503) until a log is back at the path."""
+    def _let_go_of_audit(self) -> None:
+        """The file at the audit log's path is not the one open: close it, and say why."""
         assert self.audit is not None
         path = self.audit.path
         self.audit.close()
         self.audit, self._next_audit_try = None, 0.0
         if path.exists():
-            logger.warning("audit log replaced: reopened", extra={"fields": {"path": str(path)}})
+            logger.warning("audit log file replaced", extra={"fields": {"path": str(path)}})
             return
-        self._audit_lost = True
-        self.audit_error = (
+        self._audit_gone = (
             f"audit log {path} was deleted or moved while in use: no decision is answered "
             "until it is back (restore it, or restart the service to begin an empty log)"
         )
-        logger.error("audit log gone", extra={"fields": {"error": self.audit_error}})
+        logger.error("audit log gone", extra={"fields": {"error": self._audit_gone}})
 
     async def load_model(self) -> Champion:
         """Load the champion in a thread and swap it in; requests keep flowing meanwhile.

@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Path, status
@@ -19,6 +20,10 @@ from serving.store import OnlineStore, StoreUnavailable
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
 logger = logging.getLogger("serving.admin")
+# Admin writes to the store, one at a time in the order they were recorded (two changes to a
+# buyer waiting on a refresh's lock in two threads could land the wrong way round), off the
+# event loop, and out of the default pool the checkpoints and the registry watcher use.
+_STORE_WRITES = ThreadPoolExecutor(max_workers=1, thread_name_prefix="admin-store-write")
 
 # Ids as decision requests spell them (1-64 printable ASCII, no spaces): an id no request
 # can carry (" B1", a zero-width space) is a 422, not an override nobody's request matches.
@@ -53,14 +58,16 @@ async def _change(
     write: Callable[[], None],
 ) -> None:
     """Record the admin action, then make the change in the store (in a thread: a refresh
-    can hold the store's write lock for seconds, and decisions must go on meanwhile).
+    can hold the store's write lock for seconds, and decisions must go on meanwhile). Changes
+    from one worker are made in the order they were recorded.
 
     Raises:
         HTTPException: 503 when the store refused the change; the audit log then says so.
     """
     _audit(service, actor, action, target, reason, detail)
     try:
-        await asyncio.to_thread(write)
+        # Queued right after recording, with no await between: writes keep the log's order.
+        await asyncio.get_running_loop().run_in_executor(_STORE_WRITES, write)
     except StoreUnavailable as exc:
         try:
             _audit(service, actor, f"{action}_failed", target, reason, {"error": str(exc)})

@@ -1091,3 +1091,41 @@ def test_each_worker_process_logs_json_lines(
     finally:
         root.handlers[:] = handlers
         root.setLevel(level)
+
+
+def test_admin_changes_waiting_for_the_store_are_made_in_the_order_recorded(
+    client: TestClient, settings: Settings
+) -> None:
+    other = sqlite3.connect(settings.store_path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # a refresh holds the lock while both changes come in
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            url = "/v1/admin/buyers/B_GOOD"
+            revoke = pool.submit(client.post, f"{url}/revoke", json={"reason": "r"}, headers=ADMIN)
+            time.sleep(0.5)
+            restore = pool.submit(
+                client.post, f"{url}/restore", json={"reason": "appeal"}, headers=ADMIN
+            )
+            time.sleep(1.0)  # both are waiting now
+            other.execute("ROLLBACK")
+            assert revoke.result().status_code == restore.result().status_code == 200
+    finally:
+        other.close()
+    assert client.get("/v1/admin/buyers/B_GOOD", headers=ADMIN).json()["revoked"] is False
+
+
+def test_a_worker_never_takes_up_a_log_another_worker_began_after_its_own_was_deleted(
+    make_client: Callable[..., TestClient], settings: Settings
+) -> None:
+    first = make_client()
+    assert decide(first, body("W0"))["decision"] == "auto_approve"
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{settings.audit_path}{suffix}").unlink(missing_ok=True)
+    assert first.post(URL, json=body("W1"), headers=DECIDER).status_code == 503
+    restarted = make_client()  # a worker restarted meanwhile begins an empty log
+    assert decide(restarted, body("W2"))["decision"] == "auto_approve"
+    time.sleep(1.1)  # the first looks for its log again
+    refused = first.post(URL, json=body("W0"), headers=DECIDER)  # would not be a replay
+    assert refused.status_code == 503
+    audit = first.get("/readyz").json()["checks"]["audit"]
+    assert "is not the log this worker began with" in audit
