@@ -50,7 +50,7 @@ def simulate(
     )
     try:
         write_world(world, out)
-    except OSError as exc:  # nothing was moved in: the folder holds what it held
+    except OSError as exc:  # the files are moved in only once all are written
         _fail(f"cannot write the simulated log into {out}: {exc}")
     log = world.log
     typer.echo(

@@ -7,6 +7,7 @@ import os
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -214,10 +215,9 @@ def _span(directory: Path) -> tuple[pd.Timestamp | None, pd.Timestamp | None]:
     if not raw_end:
         return start, None
     try:
-        if not isinstance(raw_end, str):  # a number would be read as nanoseconds since 1970
-            raise ValueError(raw_end)
-        end = pd.Timestamp(raw_end)
-    except ValueError as exc:
+        # ISO 8601 text only: pandas reads a number as nanoseconds and "June" as year 1.
+        end = pd.Timestamp(datetime.fromisoformat(raw_end))
+    except (TypeError, ValueError) as exc:
         raise LogFileError(f"{path}: 'end' {raw_end!r} is not an ISO 8601 timestamp") from exc
     # Any offset is converted: every timestamp of the log is UTC.
     return start, end.tz_localize("UTC") if end.tzinfo is None else end.tz_convert("UTC")

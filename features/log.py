@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from datetime import datetime
+from numbers import Number
 
 import numpy as np
 import pandas as pd
@@ -62,9 +63,9 @@ def as_of_time(as_of: object) -> pd.Timestamp:
         ValueError: If the value is not a date.
     """
     try:
-        if isinstance(as_of, str):
-            datetime.fromisoformat(as_of)  # ISO 8601 only: pandas reads "June" as year 1
-        elif isinstance(as_of, (int, float)):  # nanoseconds since 1970 to pandas
+        if isinstance(as_of, str):  # ISO 8601 only: pandas reads "June" as year 1
+            as_of = datetime.fromisoformat(as_of)
+        elif isinstance(as_of, Number):  # pandas reads a number as nanoseconds since 1970
             raise TypeError(as_of)
         stamp = pd.Timestamp(as_of)
     except (ValueError, TypeError) as exc:

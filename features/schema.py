@@ -155,36 +155,30 @@ def validate_log(log: TransactionLog, files: dict[str, str] | None = None) -> Tr
 
     orders, refunds = log.orders, log.refunds
     orders_file, refunds_file = file_of("orders"), file_of("refunds")
-    violations += _rule(
-        orders,
-        orders_file,
-        "buyer_id",
-        "buyer exists in buyers",
-        _absent(orders["buyer_id"], log.buyers["buyer_id"]),
-    )
-    violations += _rule(
-        orders,
-        orders_file,
-        "shop_id",
-        "shop exists in shops",
-        _absent(orders["shop_id"], log.shops["shop_id"]),
-    )
-    # An order before its buyer or shop existed would be known at a T at which they are not.
+    # Each order's buyer and shop exist, and existed when it was paid: an order before them
+    # would be known at a T at which they are not.
     paid_at = orders["paid_at"].dt.tz_convert(None).to_numpy()  # datetime64, not objects
     for column, table, since in [
         ("buyer_id", log.buyers, "registered_at"),
         ("shop_id", log.shops, "opened_at"),
     ]:
+        owner = column.removesuffix("_id")
         found = positions(orders[column], table[column])
-        known = found >= 0  # an unknown id is reported above
+        known = found >= 0
+        violations += _rule(
+            orders,
+            orders_file,
+            column,
+            f"{owner} exists in {owner}s",
+            pd.Series(~known, index=orders.index),
+        )
         early = np.zeros(len(orders), dtype=bool)
-        began = table[since].dt.tz_convert(None).to_numpy()
-        early[known] = paid_at[known] < began[found[known]]
+        early[known] = paid_at[known] < table[since].dt.tz_convert(None).to_numpy()[found[known]]
         violations += _rule(
             orders,
             orders_file,
             "paid_at",
-            f"paid_at >= the {column.removesuffix('_id')}'s {since}",
+            f"paid_at >= the {owner}'s {since}",
             pd.Series(early, index=orders.index),
         )
     for earlier, later in [

@@ -1123,6 +1123,8 @@ def write_world(world: SimulatedWorld, out_dir: str | os.PathLike[str]) -> None:
     """
     out_dir = check_world_dir(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    for left in out_dir.glob(".simulate-*"):  # from a run that was killed
+        shutil.rmtree(left, ignore_errors=True)
     staging = Path(tempfile.mkdtemp(prefix=".simulate-", dir=out_dir))
     try:
         write_log(world.log, staging, world.meta)

@@ -89,14 +89,14 @@ def labels_complete_at(params: dict[str, str]) -> pd.Timestamp | None:
 def in_sample(params: dict[str, str], gate_date: pd.Timestamp) -> str | None:
     """Why a model's figures on the gate date are in-sample, or None when they are not.
 
-    A model fit or tuned on a label not complete before the gate date learned from outcomes
+    A model fit or tuned on a label not complete by the gate date learned from outcomes
     inside the gate's own window, so its figures there flatter it (see split_by_time).
     """
     complete = labels_complete_at(params)
-    if complete is None or complete < gate_date:
+    if complete is None or complete <= gate_date:
         return None
     return (
-        f"it was fit on labels complete only at {complete.date()}, not before the gate date "
+        f"it was fit on labels complete only at {complete.date()}, after the gate date "
         f"{gate_date.date()}: its figures there are in-sample"
     )
 

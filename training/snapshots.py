@@ -121,9 +121,9 @@ def split_by_time(snapshots: pd.DataFrame, params: SnapshotParams, checks: DataC
     """Newest dates are test; of the dates whose labels were known on the first test date,
     the newest are validation and the rest training; the dates in between are purged.
 
-    A label at T covers (T, T+H] and is known at T+H+M. A model put to work on the first
-    test date T0 can only have learned from labels known before it: T + H + M < T0 (a
-    confirmation stamped at T0 itself is not known at T0, as in `TransactionLog.known_at`). A row
+    A label at T covers (T, T+H] and is known at T+H+M (it counts the confirmations before
+    then, as `TransactionLog.known_at` keeps what came before T). A model put to work on the
+    first test date T0 can only have learned from labels known by then: T + H + M <= T0. A row
     from a later date would carry outcomes from the test's own window into the fit (through
     the same buyers' similar features) or into the threshold chosen on validation, and make
     the test figures look better than any deployed model could do. So those dates are left
@@ -144,11 +144,11 @@ def split_by_time(snapshots: pd.DataFrame, params: SnapshotParams, checks: DataC
             f"for test: {advice}"
         )
     test_dates = dates[-params.test_dates :]
-    known = [d for d in dates[: -params.test_dates] if d + lead < test_dates[0]]
+    known = [d for d in dates[: -params.test_dates] if d + lead <= test_dates[0]]
     if len(known) < needed:
         raise TrainingDataError(
             f"{len(dates)} matured as-of date(s), but only {len(known)} before the first test "
-            f"date {test_dates[0].date()} whose labels were known before it ({lead.days} days "
+            f"date {test_dates[0].date()} whose labels were known by then ({lead.days} days "
             f"of horizon + maturity); need {needed} ({params.valid_dates} validation, "
             f"1 training): {advice}"
         )

@@ -210,6 +210,9 @@ def test_meta_end_with_an_offset_is_the_same_instant_in_utc(csv_log_dir: Path) -
     [
         ('{"end": "soon"}', "'end' 'soon' is not an ISO 8601 timestamp"),
         ('{"end": 1767225600}', "'end' 1767225600 is not an ISO 8601 timestamp"),
+        ('{"end": "June"}', "'end' 'June' is not an ISO 8601 timestamp"),
+        ('{"end": "12/31/2025"}', "'end' '12/31/2025' is not an ISO 8601 timestamp"),
+        ('{"end": "NaT"}', "'end' 'NaT' is not an ISO 8601 timestamp"),
         ('{"start": "June"}', "'start': as-of date 'June' is not a date"),
     ],
 )

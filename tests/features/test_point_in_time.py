@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import date
 
+import numpy as np
 import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -141,6 +142,6 @@ def test_an_as_of_date_is_an_iso_date_or_a_date_object() -> None:
     assert as_of_time("2025-06-01T05:00:00+08:00") == utc_day  # its date in UTC
     assert as_of_time(date(2025, 5, 31)) == utc_day == as_of_time("2025-05-31")
     # pandas would read "June" as 0001-06-01 and a number as nanoseconds since 1970.
-    for bad in ("June", "nope", 1_748_736_000, 17.5):
+    for bad in ("June", "nope", 1_748_736_000, 17.5, np.int64(1_748_736_000)):
         with pytest.raises(ValueError, match="is not a date"):
             as_of_time(bad)

@@ -433,6 +433,7 @@ def test_write_world_that_fails_leaves_the_world_that_was_there(
     # An earlier world that differs from the one about to be written.
     world.log.orders.head(10).to_parquet(out / "orders.parquet", index=False)
     before = {p.name: p.read_bytes() for p in out.iterdir()}
+    (out / ".simulate-killed").mkdir()  # what a killed run leaves: cleared by the next
 
     def disk_full(frame: pd.DataFrame, target: Path) -> None:
         raise OSError(28, "No space left on device", str(target))

@@ -15,10 +15,13 @@ from typing import Any
 
 import numpy as np
 import pytest
+import uvicorn
 from fastapi.testclient import TestClient
+from typer.testing import CliRunner
 
 import serving.app
 from features.io import redact_uri
+from serving.__main__ import app as serving_cli
 from serving.__main__ import worker_app
 from serving.audit import AuditLog
 from serving.config import ConfigError, Settings
@@ -1081,16 +1084,26 @@ def test_each_worker_process_logs_json_lines(
         ("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false"),
     ):
         monkeypatch.setenv(name, str(value))
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    root.handlers[:] = []  # what a fresh worker process starts with
+    started: dict[str, Any] = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **options: started.update(app=app, **options))
+    loggers = [
+        logging.getLogger(name) for name in ("", "uvicorn", "uvicorn.error", "mlflow", "alembic")
+    ]
+    saved = [(logger.handlers[:], logger.level, logger.propagate) for logger in loggers]
     try:
+        result = CliRunner().invoke(serving_cli, ["run", "--workers", "2"])
+        assert result.exit_code == 0, result.output
+        assert started["app"] == "serving.__main__:worker_app" and started["factory"] is True
+        root = logging.getLogger()
+        root.handlers[:] = []  # what a fresh worker process starts with
         worker_app()
         assert [type(handler.formatter) for handler in root.handlers] == [JsonFormatter]
         assert root.level == logging.WARNING
     finally:
-        root.handlers[:] = handlers
-        root.setLevel(level)
+        for logger, (handlers, level, propagate) in zip(loggers, saved, strict=True):
+            logger.handlers[:] = handlers
+            logger.setLevel(level)
+            logger.propagate = propagate
 
 
 def test_admin_changes_waiting_for_the_store_are_made_in_the_order_recorded(

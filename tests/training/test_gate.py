@@ -82,8 +82,8 @@ def test_a_champion_that_cannot_be_compared_still_leaves_the_calibration_bound()
     [
         # Validation 2025-10-01 + 90 + 30 days = 2026-01-29.
         ({"train_dates": "2025-07-01,2025-08-01", "valid_dates": "2025-10-01"}, "2026-02-01", None),
-        ({"train_dates": "2025-07-01", "valid_dates": "2025-10-01"}, "2026-01-29", "2026-01-29"),
-        ({"train_dates": "2025-07-01", "valid_dates": "2025-10-01"}, "2026-01-30", None),
+        ({"train_dates": "2025-07-01", "valid_dates": "2025-10-01"}, "2026-01-28", "2026-01-29"),
+        ({"train_dates": "2025-07-01", "valid_dates": "2025-10-01"}, "2026-01-29", None),
         # The run's own horizon and maturity count, not the defaults.
         (
             {
@@ -94,7 +94,8 @@ def test_a_champion_that_cannot_be_compared_still_leaves_the_calibration_bound()
             "2025-11-01",
             None,
         ),
-        ({"valid_dates": "2025-10-01", "snapshots.horizon_days": "30"}, "2025-11-30", "2025-11-30"),
+        ({"valid_dates": "2025-10-01", "snapshots.horizon_days": "30"}, "2025-11-29", "2025-11-30"),
+        ({"valid_dates": "2025-10-01", "snapshots.horizon_days": "30"}, "2025-11-30", None),
         ({"train_dates": "2026-01-01", "valid_dates": ""}, "2026-02-01", "2026-05-01"),
         ({}, "2026-02-01", None),  # a run that does not record its dates: not judged in-sample
     ],

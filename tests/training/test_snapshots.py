@@ -73,18 +73,18 @@ def test_no_fitted_or_validation_label_reaches_past_the_first_test_date(log) -> 
         split = split_by_time(build_snapshots(log, dates, params), params, CHECKS)
         lead = pd.Timedelta(days=params.horizon_days + params.maturity_days)
         first_test = min(split.test_dates)
-        assert max(split.valid_dates) + lead < first_test
-        assert max(split.train_dates) + lead < first_test
+        assert max(split.valid_dates) + lead <= first_test
+        assert max(split.train_dates) + lead <= first_test
         # Nothing that could have been used is left out: the newest purged date could not.
-        assert all(d + lead >= first_test for d in split.purged)
+        assert all(d + lead > first_test for d in split.purged)
     # 25 days of horizon and maturity, under a month: nothing is purged.
     assert split.purged == ()
     assert split.valid_dates == dates[-2:-1]
 
 
-def test_a_label_maturing_exactly_on_the_test_date_is_purged() -> None:
-    """2025-01-01 + 120 days is 2025-05-01 00:00: a confirmation stamped then would count in
-    that label, but it is not known at the test date (known_at keeps only what came before)."""
+def test_a_label_maturing_exactly_on_the_test_date_is_used_and_a_day_later_is_purged() -> None:
+    """2025-01-01 + 120 days is 2025-05-01 00:00: that label counts the confirmations before
+    then, all known at the test date (as known_at keeps what came before it)."""
     dates = pd.to_datetime(["2024-11-01", "2024-12-01", "2025-01-01", "2025-05-01"], utc=True)
     frame = pd.DataFrame(
         {
@@ -94,9 +94,12 @@ def test_a_label_maturing_exactly_on_the_test_date_is_purged() -> None:
         }
     )
     split = split_by_time(frame, PARAMS, CHECKS)
+    assert split.purged == ()
+    assert split.valid_dates == [dates[2]]
+    assert split.train_dates == list(dates[:2])
+    later = frame.assign(as_of=frame["as_of"].replace(dates[3], dates[3] - pd.Timedelta(days=1)))
+    split = split_by_time(later, PARAMS, CHECKS)
     assert split.purged == (dates[2],)
-    assert split.valid_dates == [dates[1]]
-    assert split.train_dates == [dates[0]]
 
 
 def test_too_few_dates_is_refused_with_a_reason(log) -> None:
