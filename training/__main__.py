@@ -97,6 +97,12 @@ def _failures() -> Iterator[None]:
     except (TrainingError, LogFileError, LogValidationError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(EXIT_FAILED) from exc
+    except (typer.Exit, typer.Abort):
+        raise
+    except Exception as exc:  # an MLflow, database or disk failure: one line for cron's mail
+        logging.getLogger("training").info("the job failed", exc_info=exc)
+        typer.echo(f"error: {type(exc).__name__}: {exc}"[:2000] + " (-v: traceback)", err=True)
+        raise typer.Exit(EXIT_FAILED) from exc
 
 
 def _train_config(
@@ -355,8 +361,14 @@ def retrain_command(
                 f"since the last completed retrain (--force to retrain); run id {result.run_id}"
             )
             return
-        _echo_training(result.train)
-        _echo_promotion(result.promotion)
+        if result.outcome == "resumed":
+            typer.echo(
+                "resumed: an earlier run trained and judged for the same data and settings, "
+                "then stopped short of the online store; only the store was done now"
+            )
+        else:
+            _echo_training(result.train)
+            _echo_promotion(result.promotion)
         typer.echo(f"online store: {result.store_note}")
         typer.echo(f"retrain run id {result.run_id}")
 

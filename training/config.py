@@ -119,6 +119,10 @@ class PromoteConfig(_Params):
     )
     model_name: str = MODEL_NAME
     experiment_name: str = EXPERIMENT_NAME
+    expected_challenger: str | None = Field(
+        default=None,
+        description="The version @challenger must hold (retrain: the one it just trained).",
+    )
 
 
 class RetrainConfig(_Params):

@@ -21,3 +21,7 @@ class RegistryError(TrainingError):
 
 class JobLockedError(TrainingError):
     """Another retraining job holds the lock."""
+
+
+class StoreRefreshError(TrainingError):
+    """Serving's online store could not be refreshed (its settings, the log, the disk)."""

@@ -183,6 +183,12 @@ def promote(
     challenger_version = registry.version_by_alias(client, name, registry.CHALLENGER)
     if challenger_version is None:
         raise RegistryError(f"{name} has no '{registry.CHALLENGER}' version: run train first")
+    expected = config.expected_challenger
+    if expected is not None and str(challenger_version.version) != expected:
+        raise RegistryError(
+            f"@{registry.CHALLENGER} moved to version {challenger_version.version} while this "
+            f"run trained version {expected} (another training ran meanwhile): nothing judged"
+        )
     champion_version = registry.version_by_alias(client, name, registry.CHAMPION)
     if champion_version is not None and champion_version.version == challenger_version.version:
         note = f"version {challenger_version.version} is already {registry.CHAMPION}"

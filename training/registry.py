@@ -116,17 +116,35 @@ def ensure_experiment(client: MlflowClient, name: str) -> str:
     return client.create_experiment(name, artifact_location=artifact_location)
 
 
+# What MLflow answers for a model or alias that does not exist (SQL store and REST alike).
+_ABSENT = {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"}
+
+
 def version_by_alias(client: MlflowClient, model_name: str, alias: str) -> ModelVersion | None:
-    """The version holding `alias`, or None when the model or alias does not exist."""
+    """The version holding `alias`, or None when the model or alias does not exist.
+
+    Raises:
+        RegistryError: The registry could not say (locked, unreachable): "no champion" read
+            from a passing error would promote a challenger without comparing it.
+    """
     try:
         return client.get_model_version_by_alias(model_name, alias)
-    except MlflowException:
-        return None
+    except MlflowException as exc:
+        if exc.error_code in _ABSENT:
+            return None
+        raise RegistryError(f"{model_name}@{alias}: the registry did not answer: {exc}") from exc
 
 
 def load_booster(model_name: str, version: str) -> lgb.Booster:
-    """The native LightGBM Booster of a registered version."""
-    return mlflow.lightgbm.load_model(f"models:/{model_name}/{version}")
+    """The native LightGBM Booster of a registered version.
+
+    Raises:
+        RegistryError: Its files are missing or unreadable.
+    """
+    try:
+        return mlflow.lightgbm.load_model(f"models:/{model_name}/{version}")
+    except (MlflowException, OSError, lgb.basic.LightGBMError) as exc:
+        raise RegistryError(f"{model_name} version {version}: model not loadable: {exc}") from exc
 
 
 @dataclass(frozen=True)

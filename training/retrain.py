@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from mlflow import MlflowClient
 import features
 from training import registry
 from training.config import PromoteConfig, RetrainConfig
-from training.errors import JobLockedError
+from training.errors import JobLockedError, StoreRefreshError
 from training.promote import PromoteResult, promote
 from training.train import TrainResult, train
 
@@ -32,7 +33,7 @@ OUTCOME_TAG = "retrain_outcome"
 class RetrainResult:
     """What the job did."""
 
-    outcome: str  # "completed" or "skipped"
+    outcome: str  # "completed", "skipped" or "resumed" (only the store was left to do)
     run_id: str
     fingerprint: str
     train: TrainResult | None = None
@@ -74,13 +75,61 @@ def last_completed_fingerprint(client: MlflowClient, experiment_id: str) -> str 
     return runs[0].data.tags.get("job_fingerprint") if runs else None
 
 
+def unfinished_run(client: MlflowClient, experiment_id: str, job: str) -> str | None:
+    """The newest run of this same job, if it promoted (or refused) and then stopped short
+    of the online store (a refresh that failed, a kill): its run id. Training and judging
+    again would register a copy of the model and push the real rollback target out of
+    `previous`."""
+    runs = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.job = 'retrain' and tags.job_fingerprint = '{job}'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    if not runs:
+        return None
+    tags = runs[0].data.tags
+    finished = tags.get(OUTCOME_TAG) in ("completed", "skipped")
+    return runs[0].info.run_id if "step.promote" in tags and not finished else None
+
+
+def check_store_settings() -> None:
+    """Fail before training, not after promoting, when serving's settings are unusable.
+
+    Raises:
+        StoreRefreshError: They are.
+    """
+    try:
+        from serving.config import Settings
+        from serving.policy import load_policy
+    except ImportError:
+        return
+    try:
+        load_policy(Settings.load().policy_path)
+    except (ValueError, OSError) as exc:
+        raise StoreRefreshError(
+            f"serving's settings are unusable, so the online store could not be refreshed "
+            f"(nothing was trained): {exc}"
+        ) from exc
+
+
 def refresh_store(data_dir: Path) -> str:
-    """Materialize the newest snapshot for serving, if serving is installed."""
+    """Materialize the newest snapshot for serving, if serving is installed.
+
+    Raises:
+        StoreRefreshError: It failed; the registry is already up to date.
+    """
     try:
         from serving.materialize import materialize
     except ImportError:
         return "skipped: serving.materialize is not available"
-    materialize(data_dir)
+    try:
+        materialize(data_dir)
+    except (ValueError, OSError, sqlite3.Error) as exc:
+        raise StoreRefreshError(
+            f"the online store was not refreshed: {exc}. The registry is up to date: run "
+            "retrain again to refresh only the store"
+        ) from exc
     return "refreshed"
 
 
@@ -110,10 +159,15 @@ def _retrain_locked(config: RetrainConfig, client: MlflowClient | None) -> Retra
     data_dir = Path(config.train.data_dir)
     if not data_dir.is_dir():
         raise features.LogFileError(f"{data_dir}: not a directory")
+    if config.materialize == "auto":
+        check_store_settings()
     fingerprint = features.fingerprint(data_dir)
     job = job_fingerprint(config, fingerprint)
     experiment_id = registry.ensure_experiment(client, config.train.experiment_name)
     last = last_completed_fingerprint(client, experiment_id)
+    resume = (
+        None if config.force or config.force_promote else unfinished_run(client, experiment_id, job)
+    )
     parent = client.create_run(
         experiment_id,
         run_name="retrain",
@@ -127,13 +181,22 @@ def _retrain_locked(config: RetrainConfig, client: MlflowClient | None) -> Retra
     run_id = parent.info.run_id
     client.log_param(run_id, "data_dir", str(data_dir.resolve()))
     try:
-        if last == job and not config.force:
+        if last == job and not config.force and not config.force_promote:
             client.set_tag(run_id, OUTCOME_TAG, "skipped")
             client.set_tag(
                 run_id, "note", "data and settings unchanged since the last completed retrain"
             )
             client.set_terminated(run_id, "FINISHED")
             return RetrainResult("skipped", run_id, fingerprint)
+        if resume is not None:  # trained and judged already: only the store is left to do
+            client.set_tag(run_id, "resumed_from", resume)
+            store_note = "skipped: --no-materialize"
+            if config.materialize == "auto":
+                store_note = refresh_store(data_dir)
+            client.set_tag(run_id, "step.materialize", store_note)
+            client.set_tag(run_id, OUTCOME_TAG, "completed")
+            client.set_terminated(run_id, "FINISHED")
+            return RetrainResult("resumed", run_id, fingerprint, store_note=store_note)
 
         trained = train(config.train, client=client, parent_run_id=run_id)
         client.set_tag(run_id, "step.train", f"version {trained.model_version}")
@@ -147,6 +210,7 @@ def _retrain_locked(config: RetrainConfig, client: MlflowClient | None) -> Retra
                 model_name=config.train.model_name,
                 experiment_name=config.train.experiment_name,
                 target_bad_rate=config.train.target_bad_rate,
+                expected_challenger=str(trained.model_version),
             ),
             client=client,
             parent_run_id=run_id,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 from pathlib import Path
 
 import lightgbm as lgb
@@ -232,3 +233,49 @@ def test_metrics_are_reproducible_for_a_fixed_seed(small_config: TrainConfig) ->
     )
     other = fit_and_evaluate(data.split, other_seed, data.oracle).table()
     assert other.loc["lightgbm", "roc_auc"] != first.loc["lightgbm", "roc_auc"]
+
+
+def test_the_scheduled_job_recovers_from_failures_without_copies_or_blind_promotions(
+    small_world: Path, tracking: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = MlflowClient(tracking_uri=tracking, registry_uri=tracking)
+
+    def versions() -> int:
+        return len(client.search_model_versions(f"name = '{MODEL}'"))
+
+    # Serving's settings unusable: refused before anything is trained.
+    monkeypatch.setenv("FASTREFUND_COALESCE_MAX", "abc")
+    result = run("retrain", "--data", str(small_world), *SMALL)
+    assert result.exit_code == 1
+    assert (
+        "serving's settings are unusable" in result.stderr
+        and "nothing was trained" in result.stderr
+    )
+    assert versions() == 0
+    monkeypatch.delenv("FASTREFUND_COALESCE_MAX")
+
+    # The store cannot be written: trained and promoted, then a clear failure.
+    (tmp_path / "a-file").write_text("")
+    monkeypatch.setenv("FASTREFUND_STORE_PATH", str(tmp_path / "a-file" / "online.db"))
+    result = run("retrain", "--data", str(small_world), *SMALL)
+    assert result.exit_code == 1
+    assert "the online store was not refreshed" in result.stderr
+    assert (versions(), alias(client, "champion")) == (1, "1")
+
+    # Run again: only the store is left to do; no copy of the model pushes out `previous`.
+    monkeypatch.setenv("FASTREFUND_STORE_PATH", str(tmp_path / "online.db"))
+    result = run("retrain", "--data", str(small_world), *SMALL)
+    assert result.exit_code == 0, result.output
+    assert "resumed" in result.output and "online store: refreshed" in result.output
+    assert (versions(), alias(client, "champion")) == (1, "1")
+    assert (tmp_path / "online.db").is_file()
+
+    # A champion whose model files are gone cannot be judged, and is replaced, not a block.
+    result = run("train", "--data", str(small_world), *SMALL)
+    assert result.exit_code == 0, result.output
+    location = client.get_model_version_download_uri(MODEL, "1").removeprefix("file://")
+    shutil.rmtree(location)
+    result = run("promote")
+    assert result.exit_code == 0, result.output
+    assert "champion cannot be judged" in result.output
+    assert (alias(client, "champion"), alias(client, "previous")) == ("2", "1")

@@ -168,3 +168,38 @@ def test_a_tracking_server_with_credentials_is_reached_and_they_are_never_printe
         assert "s3cret" not in str(caught.value) and "***@127.0.0.1" in str(caught.value)
     finally:
         server.shutdown()
+
+
+def test_a_registry_that_cannot_answer_is_not_read_as_no_champion() -> None:
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos import databricks_pb2 as codes
+
+    from training.errors import RegistryError
+
+    class Client:
+        def __init__(self, code: int):
+            self.code = code
+
+        def get_model_version_by_alias(self, name: str, alias: str) -> None:
+            raise MlflowException(f"{name}@{alias}", error_code=self.code)
+
+    for absent in (codes.RESOURCE_DOES_NOT_EXIST, codes.INVALID_PARAMETER_VALUE):
+        assert registry.version_by_alias(Client(absent), MODEL, "champion") is None
+    with pytest.raises(RegistryError, match="the registry did not answer"):
+        registry.version_by_alias(Client(codes.TEMPORARILY_UNAVAILABLE), MODEL, "champion")
+
+
+@pytest.mark.slow
+def test_promote_refuses_to_judge_another_version_than_the_one_expected(
+    tracking: str, small_config: TrainConfig
+) -> None:
+    from training.config import PromoteConfig
+    from training.errors import RegistryError
+    from training.promote import promote
+
+    client = registry.connect()
+    data = load_training_data(small_config)
+    log_and_register(client, data, fit_and_evaluate(data.split, small_config), small_config)
+    with pytest.raises(RegistryError, match="moved to version 1 while this run trained version 7"):
+        promote(PromoteConfig(expected_challenger="7"), client=client)
+    assert registry.version_by_alias(client, MODEL, "champion") is None
