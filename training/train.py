@@ -145,6 +145,8 @@ def load_training_data(config: TrainConfig, log: TransactionLog | None = None) -
         TrainingDataError: Too few matured dates, rows or bad buyers.
     """
     data_dir = Path(config.data_dir)
+    # Taken first: an export landing while the log is read must not be the one on record.
+    data_fingerprint = fingerprint(data_dir) if data_dir.is_dir() else ""
     log = log if log is not None else features.load_log(data_dir)
     params = config.snapshots
     dates = snapshot_dates(log, params)
@@ -159,7 +161,7 @@ def load_training_data(config: TrainConfig, log: TransactionLog | None = None) -
     except TrainingDataError as exc:
         raise TrainingDataError(f"{data_dir}: {exc}") from exc
     oracle = oracle_from_truth(data_dir, params.horizon_days, params.maturity_days)
-    return TrainingData(data_dir.resolve(), fingerprint(data_dir), split, oracle)
+    return TrainingData(data_dir.resolve(), data_fingerprint, split, oracle)
 
 
 def _result(
