@@ -188,46 +188,47 @@ def _retrain_locked(config: RetrainConfig, client: MlflowClient | None) -> Retra
             )
             client.set_terminated(run_id, "FINISHED")
             return RetrainResult("skipped", run_id, fingerprint)
+        trained, promotion = None, None
         if resume is not None:  # trained and judged already: only the store is left to do
             client.set_tag(run_id, "resumed_from", resume)
-            store_note = "skipped: --no-materialize"
-            if config.materialize == "auto":
-                store_note = refresh_store(data_dir)
-            client.set_tag(run_id, "step.materialize", store_note)
-            client.set_tag(run_id, OUTCOME_TAG, "completed")
-            client.set_terminated(run_id, "FINISHED")
-            return RetrainResult("resumed", run_id, fingerprint, store_note=store_note)
-
-        trained = train(config.train, client=client, parent_run_id=run_id)
-        client.set_tag(run_id, "step.train", f"version {trained.model_version}")
-        client.set_tag(run_id, "train_run_id", trained.run_id)
-
-        promotion = promote(
-            PromoteConfig(
-                data_dir=data_dir,
-                force=config.force_promote,
-                gate=config.gate,
-                model_name=config.train.model_name,
-                experiment_name=config.train.experiment_name,
-                target_bad_rate=config.train.target_bad_rate,
-                expected_challenger=str(trained.model_version),
-            ),
-            client=client,
-            parent_run_id=run_id,
-        )
-        client.set_tag(run_id, "step.promote", promotion.verdict.label)
-        if promotion.run_id:
-            client.set_tag(run_id, "promote_run_id", promotion.run_id)
-
+        else:
+            trained, promotion = _train_and_promote(config, client, run_id)
         store_note = "skipped: --no-materialize"
         if config.materialize == "auto":
             store_note = refresh_store(data_dir)
         client.set_tag(run_id, "step.materialize", store_note)
         client.set_tag(run_id, OUTCOME_TAG, "completed")
         client.set_terminated(run_id, "FINISHED")
-        return RetrainResult("completed", run_id, fingerprint, trained, promotion, store_note)
+        outcome = "resumed" if resume is not None else "completed"
+        return RetrainResult(outcome, run_id, fingerprint, trained, promotion, store_note)
     except BaseException as exc:
         client.set_tag(run_id, OUTCOME_TAG, "failed")
         client.set_tag(run_id, "error", f"{type(exc).__name__}: {exc}"[:5000])
         client.set_terminated(run_id, "FAILED")
         raise
+
+
+def _train_and_promote(
+    config: RetrainConfig, client: MlflowClient, run_id: str
+) -> tuple[TrainResult, PromoteResult]:
+    """Train a challenger and judge exactly that version, as steps of the run `run_id`."""
+    trained = train(config.train, client=client, parent_run_id=run_id)
+    client.set_tag(run_id, "step.train", f"version {trained.model_version}")
+    client.set_tag(run_id, "train_run_id", trained.run_id)
+    promotion = promote(
+        PromoteConfig(
+            data_dir=Path(config.train.data_dir),
+            force=config.force_promote,
+            gate=config.gate,
+            model_name=config.train.model_name,
+            experiment_name=config.train.experiment_name,
+            target_bad_rate=config.train.target_bad_rate,
+            expected_challenger=str(trained.model_version),
+        ),
+        client=client,
+        parent_run_id=run_id,
+    )
+    client.set_tag(run_id, "step.promote", promotion.verdict.label)
+    if promotion.run_id:
+        client.set_tag(run_id, "promote_run_id", promotion.run_id)
+    return trained, promotion
