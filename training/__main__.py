@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -71,6 +72,10 @@ PositivesOpt = Annotated[
     int, typer.Option(help="Fewest bad buyers each split must hold to train or judge.")
 ]
 ProgressOpt = Annotated[bool, typer.Option(help="Show a progress bar while snapshots are built.")]
+
+
+def _stop(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 @contextmanager
@@ -325,8 +330,10 @@ def retrain_command(
     """The scheduled job: train, promote, refresh the online store (cron-safe).
 
     Exit status: 0 done (or skipped: data and settings unchanged), 1 failed (reason on stderr),
-    75 another retrain holds the lock.
+    75 another retrain holds the lock, 143 stopped by SIGTERM (its MLflow runs marked failed).
     """
+    # A scheduler's timeout sends SIGTERM: unwind, so the runs are not left RUNNING forever.
+    signal.signal(signal.SIGTERM, _stop)
     with _failures():
         from training.config import RetrainConfig
         from training.retrain import retrain

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import lightgbm as lgb
@@ -279,3 +284,29 @@ def test_the_scheduled_job_recovers_from_failures_without_copies_or_blind_promot
     assert result.exit_code == 0, result.output
     assert "champion cannot be judged" in result.output
     assert (alias(client, "champion"), alias(client, "previous")) == ("2", "1")
+
+
+def test_a_retrain_stopped_by_sigterm_marks_its_runs_failed(
+    small_world: Path, tracking: str, tmp_path: Path
+) -> None:
+    root = str(Path(__file__).resolve().parents[2])
+    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking, "PYTHONPATH": root}
+    command = [sys.executable, "-m", "training", "retrain", "--data", str(small_world)]
+    job = subprocess.Popen([*command, "--no-materialize", *SMALL], cwd=tmp_path, env=env)
+    client = MlflowClient(tracking_uri=tracking, registry_uri=tracking)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # until the job's training run has started
+        try:
+            if client.search_runs(
+                [e.experiment_id for e in client.search_experiments()], "tags.job = 'train'"
+            ):
+                break
+        except mlflow.exceptions.MlflowException:
+            pass  # the database is being created
+        time.sleep(0.2)
+    job.send_signal(signal.SIGTERM)
+    assert job.wait(timeout=120) == 143
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert runs and {run.info.status for run in runs} == {"FAILED"}
+    parent = next(run for run in runs if run.data.tags.get("job") == "retrain")
+    assert parent.data.tags["error"] == "SystemExit: 143"
