@@ -42,7 +42,7 @@ def test_the_job_fingerprint_follows_data_and_settings_not_how_the_run_is_driven
             "tables-1",
         ),
         job_fingerprint(
-            RetrainConfig(train=TrainConfig(data_dir=data), materialize="skip"), "tables-1"
+            RetrainConfig(train=TrainConfig(data_dir=data), materialize=False), "tables-1"
         ),
     ]
     assert base not in different and len(set(different)) == len(different)
