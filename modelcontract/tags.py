@@ -74,10 +74,9 @@ class ModelVersionTags(_VersionTags):
     feature_columns: tuple[str, ...] = Field(
         description="The Booster's input columns in order, as a JSON list (not empty)."
     )
+    # Empty when unknown: serving then cannot check it against the online store's.
     feature_set_version: str = Field(
-        default="",
-        description="The features' FEATURE_SET_VERSION it was trained on (empty: unknown, so "
-        "serving cannot check it against the online store's).",
+        default="", description="The features' FEATURE_SET_VERSION it was trained on."
     )
     data_window: str | None = Field(
         default=None, description="The as-of dates it was trained and tested on: first/last."
