@@ -19,6 +19,7 @@ from typing import Annotated
 
 import typer
 
+from modelcontract import CHALLENGER, MODEL_NAME
 from training.config import PromoteConfig, RetrainConfig, TrainConfig
 from training.options import EXIT_BAD_INPUT, Option, command
 
@@ -133,7 +134,7 @@ def _echo_training(result) -> None:
         )
     typer.echo(f"data window {result.data_window}  fingerprint {result.fingerprint[:12]}")
     typer.echo(f"run id {result.run_id}")
-    typer.echo(f"registered buyer-quality version {result.model_version} as @challenger")
+    typer.echo(f"registered {MODEL_NAME} version {result.model_version} as @{CHALLENGER}")
 
 
 def _ratio(numerator: float, denominator: float) -> str:
