@@ -39,5 +39,10 @@ bench: $(STAMP) ## Run every benchmark in benchmarks/ (figures go to docs/benchm
 		(apt-get update -qq && apt-get install -y -qq wrk valgrind)
 	@for script in benchmarks/bench_*.py; do echo "== $$script"; $(PY) $$script || exit 1; done
 
-clean: ## Remove generated data, MLflow state and the venv
-	rm -rf $(VENV) data mlflow.db mlruns/* .pytest_cache
+# Only what is generated and made again by `make install` / `make demo`. Never the registry
+# (mlflow.db, mlruns/), the online store or the audit log (data/*.db), nor any other folder of
+# data/: a cron retrain keeps its live log and registry there (README), and the demo shares
+# those defaults with it.
+clean: ## Remove the venv, caches and the demo's simulated log data/demo (keeps mlflow.db, mlruns/, data/*.db)
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info data/demo
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -13,11 +13,29 @@ import pandas as pd
 
 from features.log import TransactionLog, as_of_time, positions
 
-FEATURE_SET_VERSION = "buyer-features-v2"
+# Bump when a feature's name, meaning or value changes: models record the version they were
+# trained on, serving refuses a champion whose version differs from the online store's, and
+# retrain treats a new version as a new job. v3: excluded_category_share_365d became
+# virtual_or_custom_share_365d (it counts virtual or custom goods, not the policy's list).
+FEATURE_SET_VERSION = "buyer-features-v3"
 
 ORDER_WINDOWS = (7, 30, 90, 365)
 DAY = pd.Timedelta(days=1)
 ORDERS_PER_PARTITION = 2_000_000
+
+# Feature definitions, fixed on purpose. Features never read the serving policy file: a
+# policy change (a new amount limit, another excluded category) would otherwise change every
+# feature value and need a model retrained for it. So these are what the features mean, not
+# the policy of the day.
+# "High value": 300 CNY and more, where POLICY.md's amount limit stood when the feature was
+# defined; the policy's `amount_limit_fen` may move, this does not.
+HIGH_VALUE_FEN = 30_000
+# Category codes that name virtual or custom-made goods by their nature (POLICY.md rule 3),
+# compared trimmed and case-folded, for logs whose flags miss them. The policy file may
+# exclude more categories; those are its business, not this feature's.
+VIRTUAL_OR_CUSTOM_CATEGORIES = frozenset(
+    {"virtual", "virtual_goods", "gift_cards", "game_top_up", "custom", "custom_made"}
+)
 
 FEATURE_COLUMNS: list[str] = [
     "account_age_days",
@@ -34,7 +52,7 @@ FEATURE_COLUMNS: list[str] = [
     "new_category_share_30d",
     "spend_shift_30d_vs_365d",
     "avg_days_delivery_to_completion_365d",
-    "excluded_category_share_365d",
+    "virtual_or_custom_share_365d",
     "high_value_share_365d",
     "cancelled_orders_365d",
     "cancel_rate_365d",
@@ -159,9 +177,16 @@ def buyer_features(log: TransactionLog, as_of: object) -> pd.DataFrame:
     features["avg_days_delivery_to_completion_365d"] = _ratio(
         count(o_code[completed], completion_days[completed]), count(o_code[completed])
     )
-    excluded = (orders["is_virtual"] | orders["is_custom"]).to_numpy()
-    features["excluded_category_share_365d"] = _ratio(count(o_code[year & excluded]), orders_365)
-    high_value = orders["paid_fen"].to_numpy() >= 30_000
+    # By flag or by a category that names such goods (normalized once per distinct category).
+    category_names = pd.Series(categories, dtype="string").str.normalize("NFKC").str.strip()
+    named = np.flatnonzero(category_names.str.casefold().isin(VIRTUAL_OR_CUSTOM_CATEGORIES))
+    virtual_or_custom = (orders["is_virtual"] | orders["is_custom"]).to_numpy() | np.isin(
+        category_code, named
+    )
+    features["virtual_or_custom_share_365d"] = _ratio(
+        count(o_code[year & virtual_or_custom]), orders_365
+    )
+    high_value = orders["paid_fen"].to_numpy() >= HIGH_VALUE_FEN
     features["high_value_share_365d"] = _ratio(count(o_code[year & high_value]), orders_365)
     cancelled = orders["cancelled_at"].notna().to_numpy()
     features["cancelled_orders_365d"] = count(o_code[year & cancelled])

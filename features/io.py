@@ -9,7 +9,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import pandas as pd
 
@@ -58,16 +57,6 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
         os.replace(tmp_path, target)
     finally:
         tmp_path.unlink(missing_ok=True)
-
-
-def redact_uri(uri: str) -> str:
-    """A URI as it may be shown: user info and query (where passwords and tokens go)
-    masked: "postgresql://u:secret@h/db?sslkey=k" as "postgresql://***@h/db?***"."""
-    parts = urlsplit(uri)
-    if "@" not in parts.netloc and not parts.query:
-        return uri  # as it is: urlunsplit would also turn "sqlite:///x" into "sqlite:/x"
-    netloc = "***@" + parts.netloc.rpartition("@")[2] if "@" in parts.netloc else parts.netloc
-    return urlunsplit(parts._replace(netloc=netloc, query="***" if parts.query else ""))
 
 
 def write_parquet(frame: pd.DataFrame, target: str | os.PathLike[str]) -> None:

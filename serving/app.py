@@ -18,7 +18,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from features.io import redact_uri
+from modelcontract import redact_uri
 from serving.audit import AuditUnavailable
 from serving.coalesce import Coalescer
 from serving.config import Settings

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
+from modelcontract import CHAMPION, DEFAULT_TRACKING_URI, MODEL_NAME, TRACKING_URI_ENV, tracking_uri
+
 DEV_DECIDER_TOKEN = "dev-decider-token"
 DEV_ADMIN_TOKEN = "dev-admin-token"
-DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 
 
 class ConfigError(ValueError):
@@ -53,10 +53,10 @@ class Settings(BaseSettings):
     )
     mlflow_tracking_uri: str | None = Field(
         default=None,
-        description="MLflow tracking URI; default $MLFLOW_TRACKING_URI or sqlite:///mlflow.db",
+        description=f"MLflow tracking URI; default ${TRACKING_URI_ENV} or {DEFAULT_TRACKING_URI}",
     )
-    model_name: str = "buyer-quality"
-    model_alias: str = "champion"
+    model_name: str = MODEL_NAME
+    model_alias: str = CHAMPION
     max_body_bytes: int = Field(
         default=2_000_000, gt=0, description="Larger request bodies get a 413."
     )
@@ -123,8 +123,4 @@ class Settings(BaseSettings):
 
     def tracking_uri(self) -> str:
         """The MLflow tracking URI: the setting, else $MLFLOW_TRACKING_URI, else the default."""
-        return (
-            self.mlflow_tracking_uri
-            or os.environ.get("MLFLOW_TRACKING_URI")
-            or DEFAULT_TRACKING_URI
-        )
+        return tracking_uri(self.mlflow_tracking_uri)

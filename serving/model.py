@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import ctypes
-import json
 import logging
-import math
 import tempfile
 import time
 import weakref
@@ -14,6 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+from modelcontract import CHAMPION, MODEL_NAME, ModelVersionTags
 
 logger = logging.getLogger("serving")
 
@@ -145,7 +145,7 @@ def _single_row_scorer(booster: Any) -> SingleRowScorer | None:
 
 
 def champion_version(
-    tracking_uri: str, name: str = "buyer-quality", alias: str = "champion"
+    tracking_uri: str, name: str = MODEL_NAME, alias: str = CHAMPION
 ) -> str | None:
     """The version `models:/{name}@{alias}` points at now; None when the alias is not set.
 
@@ -166,10 +166,9 @@ def champion_version(
         raise
 
 
-def load_champion(
-    tracking_uri: str, name: str = "buyer-quality", alias: str = "champion"
-) -> Champion:
-    """Load `models:/{name}@{alias}` and the tags it was registered with.
+def load_champion(tracking_uri: str, name: str = MODEL_NAME, alias: str = CHAMPION) -> Champion:
+    """Load `models:/{name}@{alias}` and the tags it was registered with (the contract's
+    `ModelVersionTags`: a finite threshold, a non-empty list of feature columns).
 
     The tracking URI is passed explicitly; no global MLflow state is changed.
 
@@ -184,10 +183,7 @@ def load_champion(
     try:
         client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
         version = client.get_model_version_by_alias(name, alias)
-        tags = version.tags or {}
-        threshold = float(tags["threshold"])
-        columns = tuple(json.loads(tags["feature_columns"]))
-        feature_set_version = str(tags.get("feature_set_version", ""))
+        tags = ModelVersionTags.parse(version.tags, f"version {version.version}")
         # The version's own storage location: resolving "models:/..." would go through the
         # global registry URI instead of this one.
         location = client.get_model_version_download_uri(name, version.version)
@@ -198,8 +194,7 @@ def load_champion(
             booster = mlflow.lightgbm.load_model(local)
     except Exception as exc:  # noqa: BLE001 - any failure means there is no usable champion
         raise ModelUnavailable(f"models:/{name}@{alias}: {type(exc).__name__}: {exc}") from exc
-    if not math.isfinite(threshold) or not columns:
-        raise ModelUnavailable(f"models:/{name}@{alias}: bad threshold or feature_columns tags")
+    columns = tags.feature_columns
     n_features = getattr(booster, "num_feature", lambda: len(columns))()
     if n_features != len(columns):
         raise ModelUnavailable(
@@ -210,9 +205,9 @@ def load_champion(
         name,
         str(version.version),
         booster,
-        threshold,
+        tags.threshold,
         columns,
-        feature_set_version,
+        tags.feature_set_version,
         score_one=_single_row_scorer(booster),
     )
     try:

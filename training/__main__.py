@@ -1,7 +1,11 @@
 """`python -m training`: train, promote and the scheduled retrain job.
 
 Exit status: 0 done (a refused promotion or a skipped retrain is done), 1 failed (the
-reason on stderr), 2 bad usage, 75 another retrain holds the lock (try later).
+reason on stderr), 2 bad usage or a data folder that is not a valid log (as `python -m
+features` and `python -m serving` exit), 75 another retrain holds the lock (try later).
+
+The options are the job configuration's own fields (`training.options`): name, type,
+default, help text and validation come from `training.config`, written once.
 """
 
 from __future__ import annotations
@@ -11,16 +15,13 @@ import math
 import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from training.config import DataChecks, ModelParams, SnapshotParams, TrainConfig
-
-# The options' defaults are the configuration's own, so the two cannot drift apart.
-_SNAPSHOTS, _MODEL, _CHECKS = SnapshotParams(), ModelParams(), DataChecks()
-_TARGET: float = TrainConfig.model_fields["target_bad_rate"].default
+from modelcontract import CHALLENGER, MODEL_NAME
+from training.config import PromoteConfig, RetrainConfig, TrainConfig
+from training.options import EXIT_BAD_INPUT, Option, command
 
 app = typer.Typer(
     help="Train the buyer-quality model, gate its promotion, run the retraining job.",
@@ -29,49 +30,44 @@ app = typer.Typer(
 )
 
 EXIT_FAILED = 1
-EXIT_USAGE = 2  # as Typer exits for an option it cannot parse
 EXIT_LOCKED = 75  # sysexits EX_TEMPFAIL: cron should simply try again next time
 
-DataOpt = Annotated[
-    Path, typer.Option("--data", help="Data directory: buyers, shops, orders, refunds tables.")
-]
-HorizonOpt = Annotated[
-    int, typer.Option(help="Label horizon H in days: refund requests in (T, T+H] count.")
-]
-MaturityOpt = Annotated[
-    int, typer.Option(help="Label maturity M in days: confirmations before T+H+M count.")
-]
-FrequencyOpt = Annotated[
-    str, typer.Option(help="Spacing of the as-of dates, a pandas offset alias (MS = monthly).")
-]
-HistoryOpt = Annotated[
-    int, typer.Option(help="Days of log before the first as-of date, so buyers have history.")
-]
-TestDatesOpt = Annotated[int, typer.Option(help="Newest matured as-of dates held out as test.")]
-ValidDatesOpt = Annotated[
-    int,
-    typer.Option(
-        help="As-of dates used for validation: the newest whose labels were known on the "
-        "first test date (the dates between are purged)."
-    ),
-]
-TargetOpt = Annotated[
-    float, typer.Option(help="Highest bad rate tolerated among premium buyers (validation).")
-]
-SeedOpt = Annotated[int, typer.Option(help="Random seed; same data and seed, same model.")]
-RoundsOpt = Annotated[int, typer.Option(help="Most boosting rounds (early stopping cuts it).")]
-StoppingOpt = Annotated[
-    int, typer.Option(help="Stop after this many rounds without validation improvement.")
-]
-RateOpt = Annotated[float, typer.Option(help="LightGBM learning rate.")]
-ThreadsOpt = Annotated[
-    int,
-    typer.Option(help="LightGBM threads (0 = every usable core; 1 is steadiest on a busy box)."),
-]
-PositivesOpt = Annotated[
-    int, typer.Option(help="Fewest bad buyers each split must hold to train or judge.")
-]
-ProgressOpt = Annotated[bool, typer.Option(help="Show a progress bar while snapshots are built.")]
+# The settings both `train` and `retrain` offer, as paths into TrainConfig.
+_TRAINING = (
+    "snapshots.horizon_days",
+    "snapshots.maturity_days",
+    "snapshots.frequency",
+    "snapshots.min_history_days",
+    "snapshots.test_dates",
+    "snapshots.valid_dates",
+    "target_bad_rate",
+    "model.seed",
+    "model.num_boost_round",
+    "model.early_stopping_rounds",
+    "model.learning_rate",
+    "model.num_threads",
+    "checks.min_positives",
+)
+TRAIN_OPTIONS = (
+    Option("data_dir", ("--data",)),
+    *(Option(path) for path in _TRAINING),
+    Option("progress"),
+)
+PROMOTE_OPTIONS = (
+    Option("data_dir", ("--data",)),
+    Option("force", ("--force",)),
+    Option("target_bad_rate"),
+    Option("reason"),
+)
+RETRAIN_OPTIONS = (
+    Option("train.data_dir", ("--data",)),
+    Option("force", ("--force",)),
+    Option("force_promote", ("--force-promote",)),
+    Option("lock_path", ("--lock-file",)),
+    Option("materialize"),
+    *(Option(f"train.{path}") for path in _TRAINING),
+    Option("train.progress", default=False),  # under cron, no bar in the mail
+)
 
 
 def _stop(signum: int, _frame: object) -> None:
@@ -81,8 +77,6 @@ def _stop(signum: int, _frame: object) -> None:
 @contextmanager
 def _failures() -> Iterator[None]:
     """Turn the jobs' known failures into a message on stderr and a non-zero exit."""
-    from pydantic import ValidationError
-
     from features import LogFileError, LogValidationError
     from training.errors import JobLockedError, TrainingError
 
@@ -91,15 +85,10 @@ def _failures() -> Iterator[None]:
     except JobLockedError as exc:
         typer.echo(f"locked: {exc}", err=True)
         raise typer.Exit(EXIT_LOCKED) from exc
-    except ValidationError as exc:  # an option's value the job's settings refuse
-        problems = [
-            f"--{str(err['loc'][-1]).replace('_', '-')}: {err['msg'].removeprefix('Value error, ')}"
-            for err in exc.errors(include_url=False)
-            if err["loc"]
-        ]
-        typer.echo(f"error: {'; '.join(problems) or exc}", err=True)
-        raise typer.Exit(EXIT_USAGE) from exc
-    except (TrainingError, LogFileError, LogValidationError) as exc:
+    except (LogFileError, LogValidationError) as exc:  # bad input: retrying will not help
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(EXIT_BAD_INPUT) from exc
+    except TrainingError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(EXIT_FAILED) from exc
     except (typer.Exit, typer.Abort):
@@ -108,46 +97,6 @@ def _failures() -> Iterator[None]:
         logging.getLogger("training").info("the job failed", exc_info=exc)
         typer.echo(f"error: {type(exc).__name__}: {exc}"[:2000] + " (-v: traceback)", err=True)
         raise typer.Exit(EXIT_FAILED) from exc
-
-
-def _train_config(
-    data: Path,
-    horizon_days: int,
-    maturity_days: int,
-    frequency: str,
-    min_history_days: int,
-    test_dates: int,
-    valid_dates: int,
-    target_bad_rate: float,
-    seed: int,
-    num_boost_round: int,
-    early_stopping_rounds: int,
-    learning_rate: float,
-    num_threads: int,
-    min_positives: int,
-    progress: bool,
-):
-    return TrainConfig(
-        data_dir=data,
-        snapshots=SnapshotParams(
-            horizon_days=horizon_days,
-            maturity_days=maturity_days,
-            frequency=frequency,
-            min_history_days=min_history_days,
-            test_dates=test_dates,
-            valid_dates=valid_dates,
-        ),
-        model=ModelParams(
-            seed=seed,
-            num_boost_round=num_boost_round,
-            early_stopping_rounds=early_stopping_rounds,
-            learning_rate=learning_rate,
-            num_threads=num_threads,
-        ),
-        checks=DataChecks(min_positives=min_positives),
-        target_bad_rate=target_bad_rate,
-        progress=progress,
-    )
 
 
 def _fmt(value: float) -> str:
@@ -185,7 +134,7 @@ def _echo_training(result) -> None:
         )
     typer.echo(f"data window {result.data_window}  fingerprint {result.fingerprint[:12]}")
     typer.echo(f"run id {result.run_id}")
-    typer.echo(f"registered buyer-quality version {result.model_version} as @challenger")
+    typer.echo(f"registered {MODEL_NAME} version {result.model_version} as @{CHALLENGER}")
 
 
 def _ratio(numerator: float, denominator: float) -> str:
@@ -228,147 +177,47 @@ def _main(
 
 
 @app.command("train")
-def train_command(
-    data: DataOpt,
-    horizon_days: HorizonOpt = _SNAPSHOTS.horizon_days,
-    maturity_days: MaturityOpt = _SNAPSHOTS.maturity_days,
-    frequency: FrequencyOpt = _SNAPSHOTS.frequency,
-    min_history_days: HistoryOpt = _SNAPSHOTS.min_history_days,
-    test_dates: TestDatesOpt = _SNAPSHOTS.test_dates,
-    valid_dates: ValidDatesOpt = _SNAPSHOTS.valid_dates,
-    target_bad_rate: TargetOpt = _TARGET,
-    seed: SeedOpt = _MODEL.seed,
-    num_boost_round: RoundsOpt = _MODEL.num_boost_round,
-    early_stopping_rounds: StoppingOpt = _MODEL.early_stopping_rounds,
-    learning_rate: RateOpt = _MODEL.learning_rate,
-    num_threads: ThreadsOpt = _MODEL.num_threads,
-    min_positives: PositivesOpt = _CHECKS.min_positives,
-    progress: ProgressOpt = True,
-) -> None:
+@command(TrainConfig, TRAIN_OPTIONS)
+def train_command(config: TrainConfig) -> None:
     """Build snapshots, train LightGBM and baselines, log to MLflow, register @challenger."""
     with _failures():
         from training.train import train
 
-        config = _train_config(
-            data,
-            horizon_days,
-            maturity_days,
-            frequency,
-            min_history_days,
-            test_dates,
-            valid_dates,
-            target_bad_rate,
-            seed,
-            num_boost_round,
-            early_stopping_rounds,
-            learning_rate,
-            num_threads,
-            min_positives,
-            progress,
-        )
         _echo_training(train(config))
 
 
 @app.command("promote")
-def promote_command(
-    data: Annotated[
-        Path | None,
-        typer.Option("--data", help="Data to judge on (default: the challenger's own data)."),
-    ] = None,
-    force: Annotated[
-        bool, typer.Option("--force", help="Promote even if the gate refuses (recorded).")
-    ] = False,
-    target_bad_rate: Annotated[
-        float | None,
-        typer.Option(help="Bad rate for coverage-at-target (default: the challenger's)."),
-    ] = None,
-    reason: Annotated[
-        str, typer.Option(help="Why (e.g. for --force): kept with the gate run and the version.")
-    ] = "",
-) -> None:
+@command(PromoteConfig, PROMOTE_OPTIONS)
+def promote_command(config: PromoteConfig) -> None:
     """Move @champion to @challenger only if it is not worse on the newest matured data."""
     with _failures():
-        from training.config import PromoteConfig
         from training.promote import promote
 
-        config = PromoteConfig(
-            data_dir=data, force=force, target_bad_rate=target_bad_rate, reason=reason
-        )
         _echo_promotion(promote(config))
 
 
 @app.command("retrain")
-def retrain_command(
-    data: DataOpt,
-    force: Annotated[
-        bool, typer.Option("--force", help="Retrain even if data and settings are unchanged.")
-    ] = False,
-    force_promote: Annotated[
-        bool, typer.Option("--force-promote", help="Promote even if the gate refuses.")
-    ] = False,
-    lock_file: Annotated[
-        Path, typer.Option(help="Lock file that keeps two runs from overlapping.")
-    ] = Path("mlruns/.retrain.lock"),
-    materialize: Annotated[
-        bool, typer.Option(help="Refresh serving's online store after promotion.")
-    ] = True,
-    horizon_days: HorizonOpt = _SNAPSHOTS.horizon_days,
-    maturity_days: MaturityOpt = _SNAPSHOTS.maturity_days,
-    frequency: FrequencyOpt = _SNAPSHOTS.frequency,
-    min_history_days: HistoryOpt = _SNAPSHOTS.min_history_days,
-    test_dates: TestDatesOpt = _SNAPSHOTS.test_dates,
-    valid_dates: ValidDatesOpt = _SNAPSHOTS.valid_dates,
-    target_bad_rate: TargetOpt = _TARGET,
-    seed: SeedOpt = _MODEL.seed,
-    num_boost_round: RoundsOpt = _MODEL.num_boost_round,
-    early_stopping_rounds: StoppingOpt = _MODEL.early_stopping_rounds,
-    learning_rate: RateOpt = _MODEL.learning_rate,
-    num_threads: ThreadsOpt = _MODEL.num_threads,
-    min_positives: PositivesOpt = _CHECKS.min_positives,
-    progress: ProgressOpt = False,
-) -> None:
+@command(RetrainConfig, RETRAIN_OPTIONS)
+def retrain_command(config: RetrainConfig) -> None:
     """The scheduled job: train, promote, refresh the online store (cron-safe).
 
     Exit status: 0 done (or skipped: data and settings unchanged), 1 failed (reason on stderr),
-    75 another retrain holds the lock, 143 stopped by SIGTERM (its MLflow runs marked failed).
+    2 bad options or data, 75 another retrain holds the lock, 143 stopped by SIGTERM (its
+    MLflow runs marked failed).
     """
     # A scheduler's timeout sends SIGTERM: unwind, so the runs are not left RUNNING forever.
     signal.signal(signal.SIGTERM, _stop)
     with _failures():
-        from training.config import RetrainConfig
         from training.retrain import retrain
 
-        config = RetrainConfig(
-            train=_train_config(
-                data,
-                horizon_days,
-                maturity_days,
-                frequency,
-                min_history_days,
-                test_dates,
-                valid_dates,
-                target_bad_rate,
-                seed,
-                num_boost_round,
-                early_stopping_rounds,
-                learning_rate,
-                num_threads,
-                min_positives,
-                progress,
-            ),
-            force=force,
-            force_promote=force_promote,
-            lock_path=lock_file,
-            materialize="auto" if materialize else "skip",
-        )
         result = retrain(config)
-        if result.outcome == "skipped":
+        if result.status == "skipped":
             typer.echo(
                 f"skipped: data (fingerprint {result.fingerprint[:12]}) and settings unchanged "
                 f"since the last completed retrain (--force to retrain); run id {result.run_id}"
             )
             return
-        if result.outcome == "resumed":
+        if result.status == "resumed":
             typer.echo(
                 "resumed: an earlier run trained and judged for the same data and settings, "
                 "then stopped short of the online store; only the store was done now"

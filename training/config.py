@@ -1,14 +1,18 @@
-"""Job parameters: typed, frozen, and strict about unknown keys (a typo is an error)."""
+"""Job parameters: typed, frozen, and strict about unknown keys (a typo is an error).
+
+Each field's `description` is also its command-line help (`training/options.py` builds the
+options of `python -m training` from these models), so say there what a user needs.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-MODEL_NAME = "buyer-quality"
+from modelcontract import MODEL_NAME
+
 EXPERIMENT_NAME = "buyer-quality"
 
 
@@ -19,18 +23,24 @@ class _Params(BaseModel):
 class SnapshotParams(_Params):
     """Where the as-of dates fall and how the label looks ahead."""
 
-    horizon_days: int = Field(default=90, ge=1, description="H: refund requests in (T, T+H] count.")
+    horizon_days: int = Field(
+        default=90, ge=1, description="Label horizon H in days: refund requests in (T, T+H] count."
+    )
     maturity_days: int = Field(
-        default=30, ge=0, description="M: an abuse confirmation counts if it arrives before T+H+M."
+        default=30,
+        ge=0,
+        description="Label maturity M in days: an abuse confirmation counts if it arrives "
+        "before T+H+M.",
     )
     frequency: str = Field(
-        default="MS", description="pandas offset alias of the as-of dates (MS=monthly)."
+        default="MS",
+        description="Spacing of the as-of dates, a pandas offset alias (MS = monthly).",
     )
 
     min_history_days: int = Field(
         default=180,
         ge=0,
-        description="Days of log before the first as-of date (buyers need history).",
+        description="Days of log before the first as-of date, so buyers have history.",
     )
     test_dates: int = Field(
         default=1, ge=1, description="Newest matured as-of dates held out as test."
@@ -38,8 +48,8 @@ class SnapshotParams(_Params):
     valid_dates: int = Field(
         default=1,
         ge=1,
-        description="Validation: the newest as-of dates whose labels were known on the first "
-        "test date (the dates between are purged, see split_by_time).",
+        description="As-of dates used for validation: the newest whose labels were known on "
+        "the first test date (the dates between are purged).",
     )
 
     @field_validator("frequency")
@@ -62,39 +72,62 @@ class ModelParams(_Params):
     (docs/benchmarks.md, Training). Pass 0 for every usable core on a quiet machine.
     """
 
-    learning_rate: float = Field(default=0.05, gt=0, le=1)
-    num_leaves: int = Field(default=31, ge=2)
-    min_data_in_leaf: int = Field(default=100, ge=1)
-    feature_fraction: float = Field(default=0.9, gt=0, le=1)
-    bagging_fraction: float = Field(default=0.8, gt=0, le=1)
-    lambda_l2: float = Field(default=1.0, ge=0)
-    num_boost_round: int = Field(default=2000, ge=1)
-    early_stopping_rounds: int = Field(default=100, ge=1)
-    seed: int = 42
+    learning_rate: float = Field(default=0.05, gt=0, le=1, description="LightGBM learning rate.")
+    num_leaves: int = Field(default=31, ge=2, description="Most leaves per tree.")
+    min_data_in_leaf: int = Field(default=100, ge=1, description="Fewest rows in a leaf.")
+    feature_fraction: float = Field(
+        default=0.9, gt=0, le=1, description="Share of the features each tree may use."
+    )
+    bagging_fraction: float = Field(
+        default=0.8, gt=0, le=1, description="Share of the rows each tree is fit on."
+    )
+    lambda_l2: float = Field(default=1.0, ge=0, description="L2 regularization of leaf values.")
+    num_boost_round: int = Field(
+        default=2000, ge=1, description="Most boosting rounds (early stopping cuts it)."
+    )
+    early_stopping_rounds: int = Field(
+        default=100,
+        ge=1,
+        description="Stop after this many rounds without validation improvement.",
+    )
+    seed: int = Field(default=42, description="Random seed; same data and seed, same model.")
     num_threads: int = Field(
-        default=1, ge=0, description="0: every usable core (see ModelParams docstring)."
+        default=1,
+        ge=0,
+        description="LightGBM threads (0 = every usable core; 1 is steadiest on a busy box).",
     )
 
 
 class DataChecks(_Params):
     """The least data a model may be trained and judged on."""
 
-    min_train_rows: int = Field(default=500, ge=1)
-    min_eval_rows: int = Field(default=200, ge=1)
-    min_positives: int = Field(default=10, ge=1, description="Bad buyers needed in each split.")
+    min_train_rows: int = Field(default=500, ge=1, description="Fewest labelled training rows.")
+    min_eval_rows: int = Field(
+        default=200, ge=1, description="Fewest labelled validation or test rows."
+    )
+    min_positives: int = Field(
+        default=10, ge=1, description="Fewest bad buyers each split must hold to train or judge."
+    )
 
 
 class TrainConfig(_Params):
     """Everything `python -m training train` needs."""
 
-    data_dir: Path
+    data_dir: Path = Field(description="Data directory: buyers, shops, orders, refunds tables.")
     snapshots: SnapshotParams = SnapshotParams()
     model: ModelParams = ModelParams()
     checks: DataChecks = DataChecks()
-    target_bad_rate: float = Field(default=0.01, gt=0, lt=1)
+    target_bad_rate: float = Field(
+        default=0.01,
+        gt=0,
+        lt=1,
+        description="Highest bad rate tolerated among premium buyers (validation).",
+    )
     model_name: str = MODEL_NAME
     experiment_name: str = EXPERIMENT_NAME
-    progress: bool = True
+    progress: bool = Field(
+        default=True, description="Show a progress bar while snapshots are built."
+    )
 
 
 class GateParams(_Params):
@@ -109,13 +142,18 @@ class PromoteConfig(_Params):
     """Everything `python -m training promote` needs."""
 
     data_dir: Path | None = Field(
-        default=None, description="Data to judge on; by default the challenger's training data."
+        default=None, description="Data to judge on (default: the challenger's own data)."
     )
-    force: bool = False
-    reason: str = Field(default="", description="Why (recorded with the gate run and version).")
+    force: bool = Field(default=False, description="Promote even if the gate refuses (recorded).")
+    reason: str = Field(
+        default="", description="Why (e.g. for --force): kept with the gate run and the version."
+    )
     gate: GateParams = GateParams()
     target_bad_rate: float | None = Field(
-        default=None, gt=0, lt=1, description="By default the challenger's own target."
+        default=None,
+        gt=0,
+        lt=1,
+        description="Bad rate for coverage-at-target (default: the challenger's).",
     )
     model_name: str = MODEL_NAME
     experiment_name: str = EXPERIMENT_NAME
@@ -130,7 +168,14 @@ class RetrainConfig(_Params):
 
     train: TrainConfig
     gate: GateParams = GateParams()
-    force: bool = Field(default=False, description="Run even if data and settings are unchanged.")
-    force_promote: bool = False
-    lock_path: Path = Path("mlruns/.retrain.lock")
-    materialize: Literal["auto", "skip"] = "auto"
+    force: bool = Field(
+        default=False, description="Retrain even if data and settings are unchanged."
+    )
+    force_promote: bool = Field(default=False, description="Promote even if the gate refuses.")
+    lock_path: Path = Field(
+        default=Path("mlruns/.retrain.lock"),
+        description="Lock file that keeps two runs from overlapping.",
+    )
+    materialize: bool = Field(
+        default=True, description="Refresh serving's online store after promotion."
+    )

@@ -17,6 +17,7 @@ import pandas as pd
 from mlflow import MlflowClient
 
 import features
+from modelcontract import CHALLENGER, CHAMPION, GateTags
 from training import registry
 from training.config import PromoteConfig, SnapshotParams
 from training.errors import RegistryError, TrainingDataError
@@ -180,18 +181,18 @@ def promote(
     """
     client = client or registry.connect()
     name = config.model_name
-    challenger_version = registry.version_by_alias(client, name, registry.CHALLENGER)
+    challenger_version = registry.version_by_alias(client, name, CHALLENGER)
     if challenger_version is None:
-        raise RegistryError(f"{name} has no '{registry.CHALLENGER}' version: run train first")
+        raise RegistryError(f"{name} has no '{CHALLENGER}' version: run train first")
     expected = config.expected_challenger
     if expected is not None and str(challenger_version.version) != expected:
         raise RegistryError(
-            f"@{registry.CHALLENGER} moved to version {challenger_version.version} while this "
+            f"@{CHALLENGER} moved to version {challenger_version.version} while this "
             f"run trained version {expected} (another training ran meanwhile): nothing judged"
         )
-    champion_version = registry.version_by_alias(client, name, registry.CHAMPION)
+    champion_version = registry.version_by_alias(client, name, CHAMPION)
     if champion_version is not None and champion_version.version == challenger_version.version:
-        note = f"version {challenger_version.version} is already {registry.CHAMPION}"
+        note = f"version {challenger_version.version} is already {CHAMPION}"
         verdict = Verdict(promote=False, unchanged=True)
         return PromoteResult(
             verdict, None, None, str(champion_version.version), None, None, None, note
@@ -280,10 +281,12 @@ def promote(
         previous = None
         if verdict.promote:
             previous = registry.move_champion(client, name, challenger.number)
-        client.set_model_version_tag(name, challenger.number, "gate_verdict", verdict.label)
-        client.set_model_version_tag(name, challenger.number, "gate_run_id", run.info.run_id)
-        if config.reason:
-            client.set_model_version_tag(name, challenger.number, "gate_reason", config.reason)
+        gate_tags = GateTags.model_validate(
+            {"gate_verdict": verdict.label, "gate_run_id": run.info.run_id}
+            | ({"gate_reason": config.reason} if config.reason else {})
+        )
+        for key, value in gate_tags.to_tags().items():
+            client.set_model_version_tag(name, challenger.number, key, value)
     champion_now = (
         challenger.number
         if verdict.promote

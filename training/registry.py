@@ -1,13 +1,13 @@
-"""The MLflow adapter: tracking store, experiment, model versions and aliases.
+"""The MLflow adapter of training: tracking store, experiment, model versions and aliases.
 
-Everything that talks to MLflow lives here, so the rest of `training` is plain Python.
-Nothing happens at import: the tracking URI is resolved and set when a job connects.
+Everything in training that talks to MLflow lives here, so the rest of `training` is plain
+Python. The names it writes and reads (model, aliases, tags, the default URI) are the
+contract's (`modelcontract`), shared with serving. Nothing happens at import: the tracking
+URI is resolved and set when a job connects.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import urllib.error
 import urllib.request
 from base64 import b64encode
@@ -21,24 +21,10 @@ from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
-from features.io import redact_uri
+from modelcontract import CHAMPION, PREVIOUS, ModelVersionTags, TagError, redact_uri, tracking_uri
 from training.errors import RegistryError, TrackingUnavailableError
 
-DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 ARTIFACT_ROOT = Path("mlruns")
-CHALLENGER, CHAMPION, PREVIOUS = "challenger", "champion", "previous"
-
-# Model-version tags serving reads (docs/contributing-interfaces.md).
-TAG_THRESHOLD = "threshold"
-TAG_FEATURES = "feature_columns"
-TAG_FEATURE_SET = "feature_set_version"
-TAG_WINDOW = "data_window"
-TAG_TARGET = "target_bad_rate"
-
-
-def tracking_uri() -> str:
-    """`MLFLOW_TRACKING_URI` when set, else SQLite in the working directory."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
 
 
 def _check_reachable(uri: str, timeout_s: float = 5.0) -> None:
@@ -152,36 +138,41 @@ class RegisteredModel:
     """A registered version with the tags serving relies on, read back and checked."""
 
     version: ModelVersion
-    threshold: float
-    feature_columns: list[str]
-    target_bad_rate: float | None
+    tags: ModelVersionTags
 
     @property
     def number(self) -> str:
         """The version number as MLflow spells it."""
         return str(self.version.version)
 
+    @property
+    def threshold(self) -> float:
+        """Its premium threshold: premium iff score <= threshold."""
+        return self.tags.threshold
+
+    @property
+    def feature_columns(self) -> list[str]:
+        """Its input columns, in the Booster's order."""
+        return list(self.tags.feature_columns)
+
+    @property
+    def target_bad_rate(self) -> float | None:
+        """The bad rate its threshold was chosen for, when recorded."""
+        return self.tags.target_bad_rate
+
 
 def read_registered(version: ModelVersion) -> RegisteredModel:
-    """Parse a version's serving tags.
+    """Parse a version's tags as serving would (the contract's `ModelVersionTags`).
 
     Raises:
-        RegistryError: A tag serving needs is missing or unreadable.
+        RegistryError: A tag serving needs is missing or unreadable: serving could not load
+            this version, so the gate cannot judge it.
     """
-    tags = version.tags or {}
     try:
-        threshold = float(tags[TAG_THRESHOLD])
-        columns = json.loads(tags[TAG_FEATURES])
-    except (KeyError, ValueError, TypeError) as exc:
-        raise RegistryError(
-            f"{version.name} version {version.version}: tag {exc} missing or unreadable"
-        ) from exc
-    if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns):
-        raise RegistryError(
-            f"{version.name} version {version.version}: {TAG_FEATURES} is not a list of names"
-        )
-    target = tags.get(TAG_TARGET)
-    return RegisteredModel(version, threshold, columns, float(target) if target else None)
+        tags = ModelVersionTags.parse(version.tags, f"{version.name} version {version.version}")
+    except TagError as exc:
+        raise RegistryError(str(exc)) from exc
+    return RegisteredModel(version, tags)
 
 
 def move_champion(client: MlflowClient, model_name: str, version: str) -> str | None:

@@ -3,6 +3,10 @@
 Safe under cron: a file lock keeps two runs from overlapping, a run that would redo the
 last completed one (same data, same settings: `job_fingerprint`) is skipped unless forced,
 and every step is a child run of one MLflow run.
+
+The one module of training that reaches into serving, and it says so in its imports: the
+job refreshes serving's online store (`serving.materialize`) and checks serving's settings
+and policy before it trains. Serving never imports training.
 """
 
 from __future__ import annotations
@@ -18,6 +22,9 @@ from filelock import FileLock, Timeout
 from mlflow import MlflowClient
 
 import features
+from serving.config import Settings
+from serving.materialize import materialize
+from serving.policy import load_policy
 from training import registry
 from training.config import PromoteConfig, RetrainConfig
 from training.errors import JobLockedError, StoreRefreshError
@@ -26,14 +33,17 @@ from training.train import TrainResult, train
 
 logger = logging.getLogger(__name__)
 
-OUTCOME_TAG = "retrain_outcome"
+# How a retraining run ended, on the run: "completed", "skipped" or "failed".
+STATUS_TAG = "retrain_status"
+# Runs recorded before the tag had that name (read, never written).
+_LEGACY_STATUS_TAG = "retrain_outcome"
 
 
 @dataclass(frozen=True)
 class RetrainResult:
     """What the job did."""
 
-    outcome: str  # "completed", "skipped" or "resumed" (only the store was left to do)
+    status: str  # "completed", "skipped" or "resumed" (only the store was left to do)
     run_id: str
     fingerprint: str
     train: TrainResult | None = None
@@ -43,7 +53,7 @@ class RetrainResult:
 
 def job_fingerprint(config: RetrainConfig, data_fingerprint: str) -> str:
     """What a run would do: the data (its tables and meta.json), the feature set's version and
-    every setting that changes the outcome. Two runs with the same one would train the same
+    every setting that changes the model. Two runs with the same one would train the same
     model; how the run is driven (forcing, the lock file, the progress bar, where the data
     folder is) is left out.
     """
@@ -64,15 +74,22 @@ def job_fingerprint(config: RetrainConfig, data_fingerprint: str) -> str:
     return digest.hexdigest()
 
 
+def _status(tags: dict[str, str]) -> str | None:
+    return tags.get(STATUS_TAG, tags.get(_LEGACY_STATUS_TAG))
+
+
 def last_completed_fingerprint(client: MlflowClient, experiment_id: str) -> str | None:
     """The job fingerprint of the newest retraining run that completed."""
-    runs = client.search_runs(
-        [experiment_id],
-        filter_string=f"tags.job = 'retrain' and tags.{OUTCOME_TAG} = 'completed'",
-        order_by=["attributes.start_time DESC"],
-        max_results=1,
-    )
-    return runs[0].data.tags.get("job_fingerprint") if runs else None
+    for tag in (STATUS_TAG, _LEGACY_STATUS_TAG):  # a run under the new tag is the newer
+        runs = client.search_runs(
+            [experiment_id],
+            filter_string=f"tags.job = 'retrain' and tags.{tag} = 'completed'",
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+        )
+        if runs:
+            return runs[0].data.tags.get("job_fingerprint")
+    return None
 
 
 def unfinished_run(client: MlflowClient, experiment_id: str, job: str) -> str | None:
@@ -89,7 +106,7 @@ def unfinished_run(client: MlflowClient, experiment_id: str, job: str) -> str | 
     if not runs:
         return None
     tags = runs[0].data.tags
-    finished = tags.get(OUTCOME_TAG) in ("completed", "skipped")
+    finished = _status(tags) in ("completed", "skipped")
     return runs[0].info.run_id if "step.promote" in tags and not finished else None
 
 
@@ -100,11 +117,6 @@ def check_store_settings() -> None:
         StoreRefreshError: They are.
     """
     try:
-        from serving.config import Settings
-        from serving.policy import load_policy
-    except ImportError:
-        return
-    try:
         load_policy(Settings.load().policy_path)
     except (ValueError, OSError) as exc:
         raise StoreRefreshError(
@@ -114,15 +126,11 @@ def check_store_settings() -> None:
 
 
 def refresh_store(data_dir: Path) -> str:
-    """Materialize the newest snapshot for serving, if serving is installed.
+    """Materialize the newest snapshot for serving.
 
     Raises:
         StoreRefreshError: It failed; the registry is already up to date.
     """
-    try:
-        from serving.materialize import materialize
-    except ImportError:
-        return "skipped: serving.materialize is not available"
     try:
         materialize(data_dir)
     except (ValueError, OSError, sqlite3.Error) as exc:
@@ -159,7 +167,7 @@ def _retrain_locked(config: RetrainConfig, client: MlflowClient | None) -> Retra
     data_dir = Path(config.train.data_dir)
     if not data_dir.is_dir():
         raise features.LogFileError(f"{data_dir}: not a directory")
-    if config.materialize == "auto":
+    if config.materialize:
         check_store_settings()
     fingerprint = features.fingerprint(data_dir)
     job = job_fingerprint(config, fingerprint)
@@ -182,7 +190,7 @@ def _retrain_locked(config: RetrainConfig, client: MlflowClient | None) -> Retra
     client.log_param(run_id, "data_dir", str(data_dir.resolve()))
     try:
         if last == job and not config.force and not config.force_promote:
-            client.set_tag(run_id, OUTCOME_TAG, "skipped")
+            client.set_tag(run_id, STATUS_TAG, "skipped")
             client.set_tag(
                 run_id, "note", "data and settings unchanged since the last completed retrain"
             )
@@ -194,15 +202,15 @@ def _retrain_locked(config: RetrainConfig, client: MlflowClient | None) -> Retra
         else:
             trained, promotion = _train_and_promote(config, client, run_id)
         store_note = "skipped: --no-materialize"
-        if config.materialize == "auto":
+        if config.materialize:
             store_note = refresh_store(data_dir)
         client.set_tag(run_id, "step.materialize", store_note)
-        client.set_tag(run_id, OUTCOME_TAG, "completed")
+        client.set_tag(run_id, STATUS_TAG, "completed")
         client.set_terminated(run_id, "FINISHED")
-        outcome = "resumed" if resume is not None else "completed"
-        return RetrainResult(outcome, run_id, fingerprint, trained, promotion, store_note)
+        status = "resumed" if resume is not None else "completed"
+        return RetrainResult(status, run_id, fingerprint, trained, promotion, store_note)
     except BaseException as exc:
-        client.set_tag(run_id, OUTCOME_TAG, "failed")
+        client.set_tag(run_id, STATUS_TAG, "failed")
         client.set_tag(run_id, "error", f"{type(exc).__name__}: {exc}"[:5000])
         client.set_terminated(run_id, "FAILED")
         raise

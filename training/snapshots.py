@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import pandas as pd
 
 import features
@@ -181,8 +180,3 @@ def check_split(split: Split, checks: DataChecks) -> None:
             problems.append(f"{name} has no good buyers")
     if problems:
         raise TrainingDataError("too little data: " + "; ".join(problems))
-
-
-def feature_matrix(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
-    """The model input: the feature columns in order, as float64."""
-    return frame[columns].astype(np.float64)

@@ -7,8 +7,6 @@ A notebook can call `load_training_data`, `fit_and_evaluate` and stop there.
 
 from __future__ import annotations
 
-import json
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +20,8 @@ from mlflow.models import infer_signature
 
 import features
 from features.log import TransactionLog
+from features.simulate import oracle_scores
+from modelcontract import CHALLENGER, ModelVersionTags
 from training import registry
 from training.config import TrainConfig
 from training.errors import TrainingDataError
@@ -35,8 +35,6 @@ from training.plots import (
     shap_values,
 )
 from training.snapshots import Split, build_snapshots, snapshot_dates, split_by_time
-
-logger = logging.getLogger(__name__)
 
 MODEL = "lightgbm"
 HAND_RULE = "hand_rule"
@@ -119,11 +117,6 @@ def oracle_from_truth(data_dir: Path, horizon_days: int, maturity_days: int) -> 
     """The simulator's true P(bad), when the data directory holds truth.parquet."""
     truth_path = data_dir / "truth.parquet"
     if not truth_path.is_file():
-        return None
-    try:
-        from features.simulate import oracle_scores
-    except ImportError:
-        logger.warning("truth.parquet found but features.simulate is missing: no oracle")
         return None
     truth = pd.read_parquet(truth_path)
 
@@ -298,21 +291,21 @@ def log_and_register(
             input_example=example,
             pip_requirements=[f"lightgbm=={lgb.__version__}", f"numpy=={np.__version__}"],
         )
-        version_tags = {
-            registry.TAG_THRESHOLD: repr(evaluation.model.cut.threshold),
-            registry.TAG_FEATURES: json.dumps(evaluation.feature_columns),
-            registry.TAG_FEATURE_SET: features.FEATURE_SET_VERSION,
-            registry.TAG_WINDOW: window,
-            registry.TAG_TARGET: repr(config.target_bad_rate),
-            "data_fingerprint": data.fingerprint,
-            "label_horizon_days": str(config.snapshots.horizon_days),
-            "label_maturity_days": str(config.snapshots.maturity_days),
-        }
-        version = mlflow.register_model(info.model_uri, config.model_name, tags=version_tags)
+        version_tags = ModelVersionTags(
+            threshold=evaluation.model.cut.threshold,
+            feature_columns=tuple(evaluation.feature_columns),
+            feature_set_version=features.FEATURE_SET_VERSION,
+            data_window=window,
+            target_bad_rate=config.target_bad_rate,
+            data_fingerprint=data.fingerprint,
+            label_horizon_days=config.snapshots.horizon_days,
+            label_maturity_days=config.snapshots.maturity_days,
+        )
+        version = mlflow.register_model(
+            info.model_uri, config.model_name, tags=version_tags.to_tags()
+        )
         try:
-            client.set_registered_model_alias(
-                config.model_name, registry.CHALLENGER, str(version.version)
-            )
+            client.set_registered_model_alias(config.model_name, CHALLENGER, str(version.version))
             mlflow.set_tag("model_version", str(version.version))
         except Exception:
             client.delete_model_version(config.model_name, str(version.version))

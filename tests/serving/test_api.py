@@ -20,7 +20,7 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 import serving.app
-from features.io import redact_uri
+from modelcontract import redact_uri
 from serving.__main__ import app as serving_cli
 from serving.__main__ import worker_app
 from serving.audit import AuditLog

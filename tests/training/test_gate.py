@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from modelcontract import GATE_VERDICTS
 from training.config import GateParams
 from training.gate import GateFigures, decide, sanity_problems
 from training.promote import changed_definition, in_sample
@@ -117,6 +118,15 @@ def test_force_overrides_a_refusal_and_says_so() -> None:
     assert verdict.label == "forced"
     assert verdict.reasons  # the refusal is still recorded
     assert decide(challenger(), CHAMPION, PARAMS, force=True).label == "promoted"
+
+
+def test_every_verdict_the_gate_records_on_a_version_is_one_the_contract_reads() -> None:
+    labels = {
+        decide(challenger(), CHAMPION, PARAMS).label,
+        decide(challenger(roc_auc=0.70), CHAMPION, PARAMS).label,
+        decide(challenger(roc_auc=0.70), CHAMPION, PARAMS, force=True).label,
+    }
+    assert labels == set(GATE_VERDICTS)
 
 
 COLUMNS = ["a", "b", "c"]
