@@ -69,8 +69,8 @@ def export_decisions(
     """Write the audit log's decisions as a table for analysis (read-only; atomic)."""
     from features.io import atomic_path
     from serving.audit import AuditUnavailable
-    from serving.audit import export_decisions as read_decisions
     from serving.config import ConfigError, Settings
+    from serving.export import export_decisions as read_decisions
 
     for name, value in (("--since", since), ("--until", until)):
         if value is not None and not _is_date(value):

@@ -18,20 +18,20 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 
+from serving.answers import Answer
 from serving.audit import AuditUnavailable
 from serving.schemas import DecisionRequest
-from serving.service import Outcome
 
 logger = logging.getLogger("serving")
 
-Decide = Callable[[Sequence[DecisionRequest]], list[Outcome]]
+Decide = Callable[[Sequence[DecisionRequest]], list[Answer]]
 
 
 class Coalescer:
     """Collect single requests for one loop turn, then decide them together.
 
     Args:
-        decide: `Service.decide`: every outcome committed to the audit log before it returns.
+        decide: `Service.decide`: every answer committed to the audit log before it returns.
         max_batch: Most requests decided together; more wait for the next flush.
         on_flush: Called with each flush's size (for a metric).
     """
@@ -47,11 +47,11 @@ class Coalescer:
         self._decide = decide
         self.max_batch = max_batch
         self._on_flush = on_flush
-        self._pending: list[tuple[DecisionRequest, asyncio.Future[Outcome]]] = []
+        self._pending: list[tuple[DecisionRequest, asyncio.Future[Answer]]] = []
         self._scheduled = False
 
-    async def decide(self, request: DecisionRequest) -> Outcome:
-        """This request's outcome, decided with whatever arrived in the same turn.
+    async def decide(self, request: DecisionRequest) -> Answer:
+        """This request's answer, decided with whatever arrived in the same turn.
 
         Raises:
             AuditUnavailable: The group could not be stored; none of it was answered.
@@ -60,7 +60,7 @@ class Coalescer:
                 not take its neighbours down).
         """
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[Outcome] = loop.create_future()
+        future: asyncio.Future[Answer] = loop.create_future()
         self._pending.append((request, future))
         if not self._scheduled:
             self._scheduled = True
@@ -75,7 +75,7 @@ class Coalescer:
         # A caller that went away (client disconnect) cancels its future; its request is
         # still decided and audited like any other that reached the service.
         try:
-            outcomes = self._decide([request for request, _ in group])
+            answers = self._decide([request for request, _ in group])
         except AuditUnavailable as exc:  # nothing of the group was stored: all get the 503
             for _, future in group:
                 _fail(future, exc)
@@ -88,16 +88,16 @@ class Coalescer:
             # alone gets the error (a 503), and the others their answers.
             for request, future in group:
                 try:
-                    outcome = self._decide([request])[0]
+                    answer = self._decide([request])[0]
                 except Exception as alone:  # noqa: BLE001
                     _fail(future, alone)
                 else:
                     if not future.done():
-                        future.set_result(outcome)
+                        future.set_result(answer)
             return
-        for (_, future), outcome in zip(group, outcomes, strict=True):
+        for (_, future), answer in zip(group, answers, strict=True):
             if not future.done():
-                future.set_result(outcome)
+                future.set_result(answer)
         if self._on_flush is not None:
             try:
                 self._on_flush(len(group))

@@ -6,13 +6,13 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 
 class Metrics:
-    """Decisions by outcome and reason, latency, and what is being served."""
+    """Decisions by kind and reason, latency, and what is being served."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self.decisions = Counter(
             "fastrefund_decisions",
-            "Decisions made (replays not counted), by outcome.",
+            "Decisions made (replays not counted), by decision.",
             ["decision"],
             registry=self.registry,
         )

@@ -1,8 +1,9 @@
-"""POLICY.md's hard rules as pure functions, and the decision as a function of their results.
+"""POLICY.md's hard rules as pure functions, each returning a reason code when it fails.
 
 Each rule takes plain values and returns None when it passes or a `Failure` carrying one of
-DESIGN.md's stable reason codes. `decide` approves only when nothing failed, so every
-decision can be explained and replayed from the audit record.
+DESIGN.md's stable reason codes. `serving.decision.decide` calls them all and combines them:
+it approves only when nothing failed, so every decision can be explained and replayed from
+the audit record.
 """
 
 from __future__ import annotations
@@ -22,7 +23,11 @@ MANUAL_REVIEW = "manual_review"
 
 
 class Reason(StrEnum):
-    """The stable reason codes of DESIGN.md."""
+    """The stable reason codes of DESIGN.md.
+
+    Declared in the order DESIGN.md lists them, which is the order an answer lists its
+    reasons (`serving.decision.decide`): a new code goes where it should be read.
+    """
 
     ORDER_SHIPPED = "ORDER_SHIPPED"
     AMOUNT_NOT_BELOW_LIMIT = "AMOUNT_NOT_BELOW_LIMIT"
@@ -155,9 +160,3 @@ def buyer_premium(score: float | None, threshold: float | None) -> Failure | Non
         Reason.BUYER_NOT_PREMIUM,
         f"buyer score {score:.4f} is above the premium threshold {threshold:.4f}",
     )
-
-
-def decide(failures: Iterable[Failure | None]) -> tuple[str, list[Failure]]:
-    """Return the decision and the failed rules: auto_approve only when every rule passed."""
-    failed = [failure for failure in failures if failure is not None]
-    return (MANUAL_REVIEW if failed else AUTO_APPROVE), failed

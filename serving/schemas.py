@@ -170,7 +170,7 @@ class DecisionResponse(BaseModel):
 
 
 class BatchItem(BaseModel):
-    """One batch item's outcome: `status` is the HTTP status it would have had alone."""
+    """One batch item's answer: `status` is the HTTP status it would have had alone."""
 
     index: int
     status: int

@@ -13,12 +13,12 @@ import sqlite3
 import time
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 from pydantic_core import to_json
+
+from serving.records import BuyerRecord, ShopRecord, StoreMeta
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -49,43 +49,6 @@ CREATE TABLE IF NOT EXISTS shop_overrides (
 
 class StoreUnavailable(RuntimeError):
     """The online store is missing, not materialized, or unreadable."""
-
-
-@dataclass(frozen=True, slots=True)
-class StoreMeta:
-    """What the current snapshot is: its date, feature set and columns."""
-
-    as_of: str
-    feature_set_version: str
-    feature_columns: tuple[str, ...]
-    materialized_at: str
-    policy_version: str
-    generation: str = ""
-
-
-class BuyerRecord(NamedTuple):
-    """A buyer as the online store knows them (overrides applied)."""
-
-    buyer_id: str
-    registered_at: float
-    order_count: int
-    features: np.ndarray
-    revoked: bool
-    revoked_reason: str
-
-
-class ShopRecord(NamedTuple):
-    """A shop's eligibility (overrides applied) and the metrics it was decided from."""
-
-    shop_id: str
-    eligible: bool
-    reasons: str
-    metrics_json: str | None
-
-    @property
-    def metrics(self) -> dict:
-        """The shop metrics eligibility was decided from ({} for an admin-only shop)."""
-        return json.loads(self.metrics_json) if self.metrics_json else {}
 
 
 def connect(path: str | Path, create: bool = False) -> sqlite3.Connection:

@@ -130,7 +130,7 @@ async def decide_raw(state: State, authorization: str, read_body: ReadBody) -> t
     """`decide` on the raw request: its Authorization header and a way to read its body,
     read only once the caller is known; returns (status, JSON body).
 
-    The app's decision lane calls this straight from ASGI (serving.app.DecisionLane).
+    The app's decision lane calls this straight from ASGI (serving.middleware.DecisionLane).
 
     Raises:
         HTTPException: 401 for a missing or unknown token.
@@ -155,26 +155,26 @@ async def decide_raw(state: State, authorization: str, read_body: ReadBody) -> t
     started = time.perf_counter()
     # Decided with the requests that arrived in the same event-loop turn (serving.coalesce):
     # one audit transaction for the group, each answer what it would have been alone.
-    outcome = await coalescer.decide(request)
+    answer = await coalescer.decide(request)
     service.metrics.single_latency.observe(time.perf_counter() - started)
     # Every decision is in the audit log; the log line is for debugging (it costs ~10% of
     # the request at INFO).
     if logger.isEnabledFor(logging.DEBUG):
-        body = outcome.body
+        body = answer.body
         logger.debug(
             "decision",
             extra={
                 "fields": {
                     "refund_id": request.refund_id,
                     "caller": caller.label,
-                    "status": outcome.status,
+                    "status": answer.status,
                     "decision": body.get("decision"),
                     "reasons": [r["code"] for r in body.get("reasons", ())],
                     "replayed": body.get("replayed"),
                 }
             },
         )
-    return outcome.status, outcome.text.encode()
+    return answer.status, answer.text.encode()
 
 
 @raw_router.post(
@@ -234,13 +234,13 @@ async def decide_batch_raw(
     if duplicate is not None:
         return 422, _json_bytes({"detail": [duplicate]})
     started = time.perf_counter()
-    outcomes = service.decide([request for _, request in valid]) if valid else []
+    replies = service.decide([request for _, request in valid]) if valid else []
     service.metrics.group_size.labels(route="batch").observe(len(valid))
     pieces: list[str | None] = [None] * len(results)
-    for (i, _), outcome in zip(valid, outcomes, strict=True):
-        key = "decision" if outcome.status == 200 else "error"
+    for (i, _), answer in zip(valid, replies, strict=True):
+        key = "decision" if answer.status == 200 else "error"
         # Spliced as text: each answer is already the JSON that was audited.
-        pieces[i] = f'{{"index":{i},"status":{outcome.status},"{key}":{outcome.text}}}'
+        pieces[i] = f'{{"index":{i},"status":{answer.status},"{key}":{answer.text}}}'
     for i, result in enumerate(results):
         if result is not None:
             pieces[i] = json.dumps(result, ensure_ascii=False, separators=(",", ":"))
@@ -252,7 +252,7 @@ async def decide_batch_raw(
                 "caller": caller.label,
                 "items": len(results),
                 "invalid": len(results) - len(valid),
-                "auto_approved": sum(o.body.get("decision") == "auto_approve" for o in outcomes),
+                "auto_approved": sum(a.body.get("decision") == "auto_approve" for a in replies),
             }
         },
     )

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-import serving.service
+import serving.supervisor
 from serving.app import create_app
 from serving.config import DEV_ADMIN_TOKEN, DEV_DECIDER_TOKEN, Settings
 from serving.model import Champion, ModelUnavailable
@@ -111,9 +111,26 @@ def body(refund_id: str = "RF1", **order: object) -> dict:
     }
 
 
+def with_order(**fields: object) -> dict:
+    """`body()` with order fields set as given, unchecked (for malformed bodies)."""
+    payload = body()
+    payload["order"].update(fields)
+    return payload
+
+
 def codes(answer: dict) -> list[str]:
     """The reason codes of an answer."""
     return [reason["code"] for reason in answer["reasons"]]
+
+
+URL = "/v1/refund-decisions"
+
+
+def decide(client: TestClient, payload: dict, headers: dict = DECIDER) -> dict:
+    """POST one decision request; it must be answered 200. Returns the answer."""
+    response = client.post(URL, json=payload, headers=headers)
+    assert response.status_code == 200, response.text
+    return response.json()
 
 
 class Clock:
@@ -153,7 +170,7 @@ def champion_loader(monkeypatch: pytest.MonkeyPatch) -> Callable[[Champion | Exc
                 raise result
             return result
 
-        monkeypatch.setattr(serving.service, "load_champion", load)
+        monkeypatch.setattr(serving.supervisor, "load_champion", load)
 
     use(stub_champion())
     return use

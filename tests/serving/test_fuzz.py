@@ -98,7 +98,7 @@ def _check_answer(payload: object, status: int, answer: object) -> None:
     assert isinstance(answer, dict) and answer["decision"] in ("auto_approve", "manual_review")
     if answer["decision"] == "auto_approve":
         # Approved: the request as sent met every hard rule on the request itself (the
-        # buyer and shop rules read the store; test_api's tables cover them).
+        # buyer and shop rules read the store; test_decision_routes.py's table covers them).
         assert isinstance(payload, dict)
         order = payload["order"]
         assert payload["kind"] == "refund_only"

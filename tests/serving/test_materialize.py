@@ -20,6 +20,7 @@ from serving.__main__ import app as cli
 from serving.materialize import materialize, shop_eligibility
 from serving.policy import load_policy
 from serving.store import OnlineStore
+from tests.factories import make_buyers, make_log, make_orders, make_refunds, make_shops
 
 POLICY = load_policy()
 
@@ -77,9 +78,55 @@ def test_tracking_after_an_approved_pre_shipment_refund_is_counted_per_shop(worl
     metrics = shop_metrics(log, "2025-08-01").set_index("shop_id")
     hits = tracking_after_refund(log, "2025-08-01")
     assert len(hits) > 0
-    assert (hits["shipped_at"] > hits["requested_at"]).all()
     per_shop = hits.groupby("shop_id").size()
     assert (metrics.loc[per_shop.index, "tracking_after_refund"] == per_shop).all()
+
+
+def test_tracking_after_refund_is_the_approved_refunds_shipped_after_their_request() -> None:
+    """A hand-made log where each refund is, or is not, POLICY.md's risk as known at T."""
+    buyers = make_buyers(("B1", "2024-06-01"))
+    shops = make_shops(("S1", "2024-01-01"), ("S2", "2024-01-01"))
+
+    def order(order_id: str, shop_id: str, shipped_at: str | None) -> dict:
+        paid = {"order_id": order_id, "buyer_id": "B1", "paid_at": "2025-06-01T08:00:00Z"}
+        return {**paid, "shop_id": shop_id, "shipped_at": shipped_at}
+
+    def refund(refund_id: str, order_id: str, outcome: str, resolved_at: str) -> dict:
+        requested = {"refund_id": refund_id, "order_id": order_id, "buyer_id": "B1"}
+        return {
+            **requested,
+            "requested_at": "2025-06-01T10:00:00Z",
+            "resolved_at": resolved_at,
+            "outcome": outcome,
+        }
+
+    resolved = "2025-06-01T11:00:00Z"
+    orders = make_orders(
+        order("O1", "S1", "2025-06-02T09:00:00Z"),  # shipped after the request
+        order("O2", "S1", "2025-06-01T09:00:00Z"),  # shipped before the request
+        order("O3", "S1", "2025-06-02T09:00:00Z"),
+        order("O4", "S1", None),  # never shipped
+        order("O5", "S1", "2025-07-05T09:00:00Z"),  # shipped after T
+        order("O6", "S2", "2025-06-03T09:00:00Z"),
+        order("O7", "S2", "2025-06-03T09:00:00Z"),
+    )
+    refunds = make_refunds(
+        refund("H1", "O1", "approved", resolved),  # the risk
+        refund("H2", "O2", "auto_approved", resolved),  # a post-shipment request
+        refund("H3", "O3", "rejected", resolved),  # not approved: the merchant shipped
+        refund("H4", "O4", "approved", resolved),  # approved, never shipped
+        refund("H5", "O5", "approved", resolved),  # the tracking number is not known at T
+        refund("H6", "O6", "arbitrated_buyer_wins", resolved),  # the risk, in another shop
+        refund("H7", "O7", "approved", "2025-07-02T00:00:00Z"),  # approved only after T
+    )
+    log = make_log(buyers, orders, refunds, shops)
+    hits = tracking_after_refund(log, "2025-07-01")
+    assert sorted(zip(hits["refund_id"], hits["shop_id"], strict=True)) == [
+        ("H1", "S1"),
+        ("H6", "S2"),
+    ]
+    metrics = shop_metrics(log, "2025-07-01").set_index("shop_id")
+    assert metrics["tracking_after_refund"].to_dict() == {"S1": 1, "S2": 1}
 
 
 def test_shop_eligibility_thresholds() -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import lightgbm as lgb
 import numpy as np
 import pytest
@@ -76,10 +74,3 @@ def test_a_batch_is_scored_on_several_threads_with_the_same_results() -> None:
     expected = booster.predict(rows, num_threads=1)
     assert champion.score(rows).tolist() == expected.tolist()  # bit for bit
     assert champion.score(rows[:3]).tolist() == expected[:3].tolist()  # one thread
-
-
-def test_the_audited_feature_vector_writes_missing_values_as_null() -> None:
-    from serving.service import _json
-
-    text = _json({"values": {"a": float("nan"), "b": 1.5, "c": float("inf")}})
-    assert json.loads(text) == {"values": {"a": None, "b": 1.5, "c": None}}

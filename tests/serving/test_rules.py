@@ -1,4 +1,7 @@
-"""POLICY.md's hard rules as tables, boundaries included; and the money parsing."""
+"""POLICY.md's hard rules one by one, as tables, boundaries included; and the money parsing.
+
+Their combination into a decision: test_decision.py.
+"""
 
 from __future__ import annotations
 
@@ -165,15 +168,6 @@ def test_velocity_edges(last_day: int, last_30_days: int, expected: Reason | Non
 )
 def test_buyer_premium(score: float | None, threshold: float | None, expected: Reason | None):
     assert code(rules.buyer_premium(score, threshold)) == expected
-
-
-def test_decision_approves_only_when_nothing_failed() -> None:
-    assert rules.decide([None, None]) == (rules.AUTO_APPROVE, [])
-    shipped = rules.order_unshipped("shipped", None)
-    amount = rules.amount_below_limit(LIMIT, LIMIT)
-    decision, failed = rules.decide([shipped, None, amount])
-    assert decision == rules.MANUAL_REVIEW
-    assert [f.code for f in failed] == [Reason.ORDER_SHIPPED, Reason.AMOUNT_NOT_BELOW_LIMIT]
 
 
 def test_approval_note_is_policy_sentence_word_for_word() -> None:

@@ -1,0 +1,62 @@
+"""Liveness, readiness and the Prometheus metrics."""
+
+from __future__ import annotations
+
+import sqlite3
+
+from fastapi.testclient import TestClient
+
+from serving.config import Settings
+from tests.serving.conftest import (
+    DECIDER,
+    URL,
+    body,
+    decide,
+    with_order,
+)
+
+
+def test_health_and_metrics(client: TestClient) -> None:
+    assert client.get("/healthz").json() == {"status": "ok"}
+    assert client.get("/readyz").status_code == 200
+    decide(client, body("MT1"))
+    decide(client, body("MT2", paid_amount="300.00"))
+    decide(client, body("MT2", paid_amount="300.00"))
+    text = client.get("/metrics").text
+    assert 'fastrefund_decisions_total{decision="auto_approve"} 1.0' in text
+    assert 'fastrefund_decisions_total{decision="manual_review"} 1.0' in text
+    assert 'fastrefund_decision_reasons_total{reason="AMOUNT_NOT_BELOW_LIMIT"} 1.0' in text
+    assert "fastrefund_decision_replays_total 1.0" in text
+    assert 'fastrefund_model_info{name="buyer-quality",version="7"} 1.0' in text
+    assert 'fastrefund_decision_seconds_count{route="single"} 3.0' in text
+    assert "fastrefund_refused_requests_total{" not in text  # nothing refused yet
+
+    client.post(URL, json=body("MT3"))  # no token
+    client.post(URL, json=body("MT3"), headers={"Authorization": "Bearer wrong"})
+    client.post(URL, json=with_order(paid_amount="1.001"), headers=DECIDER)
+    client.post(URL, json=body("MT1", paid_amount="5.00"), headers=DECIDER)  # a changed MT1
+    client.post(f"{URL}/batch", json={"requests": []}, headers=DECIDER)
+    text = client.get("/metrics").text
+    refused = 'fastrefund_refused_requests_total{route="%s",status="%s"} %s'
+    assert refused % ("single", "401", "2.0") in text
+    assert refused % ("single", "422", "1.0") in text
+    assert refused % ("single", "409", "1.0") in text
+    assert refused % ("batch", "422", "1.0") in text
+    huge = b'{"refund_id": "' + b"x" * 3_000_000 + b'"}'
+    client.post(URL, content=huge, headers={**DECIDER, "content-type": "application/json"})
+    assert refused % ("single", "413", "1.0") in client.get("/metrics").text
+
+
+def test_readyz_is_not_ready_while_the_audit_log_cannot_take_a_write(
+    client: TestClient, settings: Settings
+) -> None:
+    assert client.get("/readyz").status_code == 200
+    other = sqlite3.connect(settings.audit_path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another writer holds the lock: reads still work
+    try:
+        ready = client.get("/readyz")
+        assert ready.status_code == 503 and "locked" in ready.json()["checks"]["audit"]
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert client.get("/readyz").status_code == 200
