@@ -28,7 +28,8 @@ Modules, one job each: `params` (vocabularies and `WorldParams`), `laws` (delays
 confirmation law), `records` (the typed records the generators pass on), `population`
 (shops and buyers), `shopping` (honest orders and requests), `abuse` (abusive episodes'
 requests), `lifecycle` (what both share), `tables` (records to the log and the truth),
-`world` (`simulate`), `oracle` (`oracle_scores`), `writer` (`write_world`).
+`world` (`simulate`), `profiles` (the named worlds), `oracle` (`oracle_scores`), `writer`
+(`write_world`). docs/simulator.md describes the profiles.
 """
 
 from features.simulate.laws import Delay
@@ -47,6 +48,7 @@ from features.simulate.params import (
     TAKEOVER_WAIT,
     WorldParams,
 )
+from features.simulate.profiles import PROFILES, Profile, UnknownProfileError, get_profile
 from features.simulate.world import SimulatedWorld, simulate
 from features.simulate.writer import check_world_dir, write_world
 
@@ -62,10 +64,14 @@ __all__ = [
     "SHOP_TYPES",
     "TAKEOVER_BURST",
     "TAKEOVER_WAIT",
+    "PROFILES",
     "Delay",
+    "Profile",
     "SimulatedWorld",
+    "UnknownProfileError",
     "WorldParams",
     "check_world_dir",
+    "get_profile",
     "oracle_scores",
     "simulate",
     "write_world",

@@ -11,11 +11,14 @@ from features.simulate.params import (
     ABUSE_CLASSES,
     ABUSE_DELIVERED,
     ABUSE_NOT_RECEIVED,
+    ABUSE_PRE_SHIPMENT,
     RING,
     SEGMENT_PRICE_SHIFT,
     SHIP_MEAN_DAYS,
+    SHIPS_BEFORE_TRACKING,
     TAKEOVER,
     THIEF,
+    TRACKING_LAG_MEAN_DAYS,
     TRANSIT_MEAN_DAYS,
     WorldParams,
 )
@@ -40,6 +43,26 @@ def episodes(buyers: Buyers) -> Episodes:
     )
 
 
+def _abuse_classes(
+    rng: np.random.Generator, params: WorldParams, requested: np.ndarray, days: int
+) -> np.ndarray:
+    """Each abusive request's class, from the mix of the time it is made."""
+    classes, m = np.array(ABUSE_CLASSES), len(requested)
+    early = rng.choice(classes, size=m, p=list(params.abuse_class_mix))
+    if params.late_abuse_class_mix is None:
+        return early
+    late = rng.choice(classes, size=m, p=list(params.late_abuse_class_mix))
+    return np.where(rng.random(m) < np.clip(requested / days, 0.0, 1.0), late, early)
+
+
+def _exploit_weights(shops: Shops, weights: np.ndarray) -> np.ndarray:
+    """Shop weights of the pre-shipment exploit: shops that ship before entering tracking
+    numbers; any shop where there is none (its parcel leaves before its number all the same).
+    """
+    targets = np.where(shops.shop_type == SHIPS_BEFORE_TRACKING, weights, 0.0)
+    return targets if targets.sum() > 0 else weights
+
+
 def abuse_orders(
     rng: np.random.Generator, params: WorldParams, buyers: Buyers, shops: Shops, days: int
 ) -> tuple[Orders, Requests]:
@@ -55,7 +78,7 @@ def abuse_orders(
     m = len(buyer)
     requested = window_start[episode] + rng.random(m) * span[episode]
 
-    weights = shops.abuse_weights
+    weights = shops.abuse_weights if params.abuse_shops_by_appeal else shops.popularity
     shop = pick_shops(rng, weights, m)
     thief = kind == TAKEOVER
     shop[thief] = pick_shops(rng, shops.segment_weights[THIEF], int(thief.sum()))
@@ -64,13 +87,20 @@ def abuse_orders(
     if in_ring.any():
         shop[in_ring] = buyers.ring_shops[ring[in_ring], rng.integers(0, 2, int(in_ring.sum()))]
 
-    cls = rng.choice(np.array(ABUSE_CLASSES), size=m, p=list(params.abuse_class_mix))
+    cls = _abuse_classes(rng, params, requested, days)
+    exploit = cls == ABUSE_PRE_SHIPMENT
+    if exploit.any():
+        shop[exploit] = pick_shops(rng, _exploit_weights(shops, weights), int(exploit.sum()))
     ship = gamma(rng, 2.0, SHIP_MEAN_DAYS[shops.shop_type[shop]], m)
     transit = gamma(rng, 3.0, TRANSIT_MEAN_DAYS, m)
     not_received = cls == ABUSE_NOT_RECEIVED
     in_transit_share = rng.uniform(0.3, 0.9, m)
     wait = rng.exponential(1.5, m)
     lag = np.where(not_received, ship + transit * in_transit_share, ship + transit + wait)
+    if exploit.any():
+        # Dispatched, then the request, then the tracking number `gap` after dispatch.
+        gap = gamma(rng, 1.5, TRACKING_LAG_MEAN_DAYS, m)
+        lag = np.where(exploit, ship + gap * rng.uniform(0.2, 0.9, m), lag)
     # The order is placed for the request, inside the episode's room (squeezed if needed).
     room = requested - spells.orders_from[episode]
     scale = np.minimum(1.0, 0.98 * room / lag)
@@ -78,6 +108,10 @@ def abuse_orders(
     shop = open_shops_only(rng, shops, shop, paid, weights)
     shipped = paid + ship * scale
     delivered = shipped + transit * scale
+    if exploit.any():
+        tracked = shipped + gap * scale
+        delivered = np.where(exploit, np.maximum(delivered, tracked), delivered)
+        shipped = np.where(exploit, tracked, shipped)
     completed = delivered + np.minimum(rng.exponential(3.0, m), 10.0)
     cancelled = np.full(m, np.nan)
     taste = np.where(
@@ -88,7 +122,7 @@ def abuse_orders(
     )
 
     amount = paid_fen.copy()
-    partial = (cls == ABUSE_DELIVERED) & (rng.random(m) < 0.15)
+    partial = (cls == ABUSE_DELIVERED) & (rng.random(m) < params.abuse_partial_share)
     amount[partial] = np.maximum(
         np.rint(amount[partial] * rng.uniform(0.3, 0.8, int(partial.sum()))), 1
     ).astype(np.int64)

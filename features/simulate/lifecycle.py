@@ -18,8 +18,7 @@ from features.simulate.params import (
     BUYER_GETS_MONEY,
     CROSS_SELL_SHARE,
     CUSTOM,
-    PRE_SHIPMENT,
-    PRE_SHIPMENT_CUSTOM,
+    PRE_SHIPMENT_CLASSES,
     REJECTED,
     VIRTUAL,
     WITHDRAWN,
@@ -74,7 +73,7 @@ def settle(
     delay[approve] = gamma(rng, 1.5, APPROVE_MEAN_DAYS[cls[approve]], int(approve.sum()))
     auto = outcome == AUTO_APPROVED
     delay[auto] = AUTO_APPROVE_TIMEOUT_DAYS[cls[auto]] + rng.uniform(0, 0.05, int(auto.sum()))
-    pre = np.isin(cls, [PRE_SHIPMENT, PRE_SHIPMENT_CUSTOM])
+    pre = np.isin(cls, PRE_SHIPMENT_CLASSES)
     quick = np.isin(outcome, [REJECTED, WITHDRAWN])
     delay[quick] = rng.exponential(np.where(pre[quick], 0.3, 1.8))
     arbitrated = np.isin(outcome, [ARB_BUYER, ARB_MERCHANT])

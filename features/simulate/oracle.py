@@ -20,6 +20,7 @@ import pandas as pd
 from features.log import as_of_time
 from features.simulate.laws import ConfirmationLaw, Delay
 from features.simulate.params import TAKEOVER, WorldParams
+from features.simulate.profiles import profile_of
 
 # Gauss-Legendre nodes per integral; the integrands are smooth on each interval used.
 _NODES = 32
@@ -166,12 +167,16 @@ def oracle_scores(
         as_of: The as-of date D; T = D 00:00 UTC.
         horizon_days: H, as for the labels.
         maturity_days: M, as for the labels.
-        params: The laws the world was drawn from (default: the default world's).
+        params: The laws the world was drawn from (default: those of the profile the
+            truth names, the default world's when it names none).
 
     Returns:
         P(bad) in [0, 1], indexed by buyer_id, for every buyer in `truth`.
+
+    Raises:
+        UnknownProfileError: The truth names a profile that does not exist.
     """
-    params = params or WorldParams()
+    params = params or profile_of(truth).params
     known_at = as_of_time(as_of)
     window = _Window(
         params.confirmation(), float(horizon_days), float(horizon_days + maturity_days)

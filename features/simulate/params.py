@@ -70,7 +70,7 @@ CROSS_SELL_SHARE = 0.15
 
 # After-sales request classes (rows of the outcome table) and the kind each is filed as.
 PRE_SHIPMENT, RETURN, DEFECT, LOST, ABUSE_DELIVERED, ABUSE_NOT_RECEIVED, ABUSE_RETURN = range(7)
-PRE_SHIPMENT_CUSTOM = 7
+PRE_SHIPMENT_CUSTOM, ABUSE_PRE_SHIPMENT = 7, 8
 REQUEST_CLASSES = (
     "pre_shipment",
     "return",
@@ -80,6 +80,7 @@ REQUEST_CLASSES = (
     "abuse_not_received",
     "abuse_return",
     "pre_shipment_custom",
+    "abuse_pre_shipment",
 )
 _REFUND_ONLY, _RETURN_AND_REFUND = (
     REFUND_KINDS.index("refund_only"),
@@ -95,9 +96,14 @@ CLASS_KIND = np.array(
         _REFUND_ONLY,
         _RETURN_AND_REFUND,
         _REFUND_ONLY,
+        _REFUND_ONLY,
     ]
 )
-ABUSE_CLASSES = (ABUSE_DELIVERED, ABUSE_NOT_RECEIVED, ABUSE_RETURN)
+# An abusive pre-shipment request is the exploit the policy names: refund-only asked after
+# the parcel left but before its tracking number is entered, so the order shows unshipped.
+ABUSE_CLASSES = (ABUSE_DELIVERED, ABUSE_NOT_RECEIVED, ABUSE_RETURN, ABUSE_PRE_SHIPMENT)
+# Requests filed while the order shows unshipped (settled quickly when refused).
+PRE_SHIPMENT_CLASSES = (PRE_SHIPMENT, PRE_SHIPMENT_CUSTOM, ABUSE_PRE_SHIPMENT)
 # P(outcome | class), columns in the order of features.log.OUTCOMES: approved, auto_approved,
 # rejected, withdrawn, arbitrated_buyer_wins, arbitrated_merchant_wins.
 OUTCOME_PROBS = (
@@ -109,12 +115,13 @@ OUTCOME_PROBS = (
     (0.38, 0.07, 0.15, 0.05, 0.17, 0.18),  # abuse: "not received" while in transit
     (0.55, 0.05, 0.12, 0.05, 0.10, 0.13),  # abuse: return of a swapped or empty parcel
     (0.45, 0.05, 0.40, 0.10, 0.00, 0.00),  # pre-shipment cancel of custom goods
+    (0.70, 0.18, 0.06, 0.02, 0.02, 0.02),  # abuse: refund-only before the tracking number
 )
 APPROVED, AUTO_APPROVED, REJECTED, WITHDRAWN, ARB_BUYER, ARB_MERCHANT = range(len(OUTCOMES))
 BUYER_GETS_MONEY = np.array([True, True, False, False, True, False])
 # Mean days a merchant takes to approve, per class (a return waits for the parcel back).
-APPROVE_MEAN_DAYS = np.array([0.2, 5.0, 1.0, 1.5, 1.5, 1.5, 5.0, 0.3])
-AUTO_APPROVE_TIMEOUT_DAYS = np.array([2.0, 3.0, 3.0, 3.0, 3.0, 3.0, 3.0, 2.0])
+APPROVE_MEAN_DAYS = np.array([0.2, 5.0, 1.0, 1.5, 1.5, 1.5, 5.0, 0.3, 0.2])
+AUTO_APPROVE_TIMEOUT_DAYS = np.array([2.0, 3.0, 3.0, 3.0, 3.0, 3.0, 3.0, 2.0, 2.0])
 ARBITRATION_MIN_DAYS = 5.0
 # Risk review tilts confirmation towards requests the merchant fought and won (relative
 # weights by outcome, normalised per class).
@@ -185,8 +192,22 @@ class WorldParams:
         categories: The categories (names fixed, in CATEGORY_NAMES' order).
         traits: Per buyer type, the laws of its shopping habits.
         outcome_probs: P(outcome | request class), rows of REQUEST_CLASSES.
-        abuse_class_mix: P(request class) of an abusive request, over ABUSE_CLASSES.
+        abuse_class_mix: P(request class) of an abusive request, over ABUSE_CLASSES (at the
+            start of the export when `late_abuse_class_mix` is set).
+        late_abuse_class_mix: None, or the mix at the end of the export: the mix of a
+            request at time t moves linearly from `abuse_class_mix` to it.
+        abuse_partial_share: Of refund-only claims after delivery, those for part of the
+            amount.
         abuse_price_shift: Added to an abuser's log price on the orders placed to claim.
+        abuse_shops_by_appeal: Abusive claims go to shops by their category's abuse appeal
+            (else by popularity, as normal shopping does).
+        abusers_build_record: Abusers shop cheap and quick from activation to their onset
+            (else they shop normally from activation).
+        abuse_growth: g, how much more abuse joins at the end of the export than at its
+            start, linearly in between: the share of abusers among accounts registered at
+            the end over that among accounts registered at the start or before
+            (`buyer_type_shares` holds the larger of the two), and the rate at which ring
+            campaigns start. 1: no change.
         confirm_mean: (episode, mean confirmation probability) per abusive episode.
         confirm_concentration: Of the Beta law of an episode's confirmation probability.
         confirm_delay_min_days: The shortest confirmation delay.
@@ -221,8 +242,13 @@ class WorldParams:
     categories: tuple[Category, ...] = CATEGORIES
     traits: tuple[BuyerTraits, ...] = BUYER_TRAITS
     outcome_probs: tuple[tuple[float, ...], ...] = OUTCOME_PROBS
-    abuse_class_mix: tuple[float, ...] = (0.6, 0.25, 0.15)
+    abuse_class_mix: tuple[float, ...] = (0.6, 0.25, 0.15, 0.0)
+    late_abuse_class_mix: tuple[float, ...] | None = None
+    abuse_partial_share: float = 0.15
     abuse_price_shift: float = 0.15
+    abuse_shops_by_appeal: bool = True
+    abusers_build_record: bool = True
+    abuse_growth: float = 1.0
     confirm_mean: tuple[tuple[int, float], ...] = ((ABUSER, 0.55), (TAKEOVER, 0.62), (RING, 0.66))
     confirm_concentration: float = 8.0
     confirm_delay_min_days: float = 1.0
@@ -247,6 +273,35 @@ class WorldParams:
     welcome_rate_mean: float = 0.15
     thief_rate_log: tuple[float, float] = (math.log(0.8), 0.4)
 
+    def __post_init__(self) -> None:
+        """Refuse parameters no world can be drawn from.
+
+        Raises:
+            ValueError: A share list of the wrong length or not summing to 1, a category
+                list that is not CATEGORY_NAMES, a growth that is not positive, or a mean
+                confirmation probability the outcome tilt cannot reach.
+        """
+        mixes = [
+            ("buyer_type_shares", self.buyer_type_shares, len(BUYER_TYPES)),
+            ("shop_type_shares", self.shop_type_shares, len(SHOP_TYPES)),
+            ("abuse_class_mix", self.abuse_class_mix, len(ABUSE_CLASSES)),
+        ]
+        if self.late_abuse_class_mix is not None:
+            mixes.append(("late_abuse_class_mix", self.late_abuse_class_mix, len(ABUSE_CLASSES)))
+        for name, shares, size in mixes:
+            if len(shares) != size or min(shares) < 0 or not math.isclose(sum(shares), 1.0):
+                raise ValueError(f"{name} must be {size} shares >= 0 summing to 1: {shares}")
+        if tuple(c.name for c in self.categories) != CATEGORY_NAMES:
+            raise ValueError(f"categories must be {CATEGORY_NAMES}, in that order")
+        if self.abuse_growth <= 0:
+            raise ValueError("abuse_growth must be positive")
+        cap = self.confirmation().cap
+        for episode, mean in self.confirm_mean:
+            if not 0 < mean < cap:
+                raise ValueError(
+                    f"confirm_mean {mean} of episode {episode} is not in (0, {cap:.3f})"
+                )
+
     def outcome_table(self) -> np.ndarray:
         """`outcome_probs` as an array: rows of request classes, columns of OUTCOMES."""
         return np.array(self.outcome_probs)
@@ -255,12 +310,17 @@ class WorldParams:
         """The confirmation law of the abuse classes this world files."""
         return ConfirmationLaw.build(
             self.outcome_table(),
-            ABUSE_CLASSES,
+            self.abuse_classes_filed(),
             CONFIRM_OUTCOME_WEIGHT,
             self.confirm_concentration,
             self.confirm_delay_min_days,
             self.confirm_delay_mix,
         )
+
+    def abuse_classes_filed(self) -> tuple[int, ...]:
+        """The abuse classes this world's abusive requests may be filed as."""
+        mixes = [self.abuse_class_mix, self.late_abuse_class_mix or self.abuse_class_mix]
+        return tuple(c for i, c in enumerate(ABUSE_CLASSES) if any(mix[i] > 0 for mix in mixes))
 
     def confirm_mean_of(self, episode: int) -> float:
         """The mean confirmation probability of an episode kind (ABUSER, RING, TAKEOVER)."""
@@ -297,6 +357,23 @@ class WorldParams:
             "welcome_share": self.welcome_share,
         }
 
-    def changed_from(self, other: WorldParams) -> list[str]:
-        """The names of the parameters whose value differs from `other`'s."""
-        return [f.name for f in fields(self) if getattr(self, f.name) != getattr(other, f.name)]
+    def changes_from_default(self) -> dict:
+        """The parameters whose value differs from the default world's, as meta.json records
+        them (named tuples and laws as objects, tuples as lists)."""
+        default = WorldParams()
+        return {
+            f.name: _plain(getattr(self, f.name))
+            for f in fields(self)
+            if getattr(self, f.name) != getattr(default, f.name)
+        }
+
+
+def _plain(value: object) -> object:
+    """A parameter's value as JSON can hold it."""
+    if isinstance(value, Delay):
+        return value.as_dict()
+    if isinstance(value, tuple) and hasattr(value, "_asdict"):
+        return {key: _plain(item) for key, item in value._asdict().items()}
+    if isinstance(value, tuple):
+        return [_plain(item) for item in value]
+    return value

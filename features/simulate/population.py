@@ -9,6 +9,8 @@ from features.simulate.params import (
     ABUSER,
     BUYER_TYPES,
     CUSTOM,
+    HEAVY,
+    ORDINARY,
     RING,
     SHOP_TYPES,
     TAKEOVER,
@@ -19,8 +21,12 @@ from features.simulate.records import Buyers, Shops
 
 
 def pick_shops(rng: np.random.Generator, weights: np.ndarray, size: int) -> np.ndarray:
-    """Draw `size` shops with probabilities proportional to `weights`."""
-    return rng.choice(len(weights), size=size, p=weights / weights.sum())
+    """Draw `size` shops with probabilities proportional to `weights` (all alike where every
+    weight is zero: a world of a few shops may have none of the kind wanted)."""
+    total = weights.sum()
+    if not total > 0:
+        weights, total = np.ones(len(weights)), float(len(weights))
+    return rng.choice(len(weights), size=size, p=weights / total)
 
 
 def open_shops_only(
@@ -34,6 +40,8 @@ def open_shops_only(
     late = shops.opened[shop] > paid
     if late.any():
         old_weights = np.where(shops.old, weights, 0.0)
+        if not old_weights.sum() > 0:
+            old_weights = shops.old.astype(float)
         shop = shop.copy()
         shop[late] = pick_shops(rng, old_weights, int(late.sum()))
     return shop
@@ -46,7 +54,8 @@ def make_shops(rng: np.random.Generator, params: WorldParams, n_shops: int, days
     category = rng.choice(len(params.categories), size=n_shops, p=shares / shares.sum())
     old = rng.random(n_shops) < params.shops_open_before_start
     opened = np.where(old, -rng.uniform(1, 1500, n_shops), rng.uniform(0, 0.9 * days, n_shops))
-    old[np.argmin(opened)] = True  # at least one shop is open from the start
+    if not (opened < 0).any():  # at least one shop is open from the start
+        opened[np.argmin(opened)] = -1.0
     popularity = rng.lognormal(0.0, 1.1, n_shops)
     popularity = popularity / popularity.sum()
 
@@ -66,6 +75,37 @@ def make_shops(rng: np.random.Generator, params: WorldParams, n_shops: int, days
     )
 
 
+def _abusers_by_cohort(
+    rng: np.random.Generator,
+    params: WorldParams,
+    kind: np.ndarray,
+    registered: np.ndarray,
+    days: int,
+) -> np.ndarray:
+    """Thin the abusers so that their share moves with the time of sign-up.
+
+    An abuser registered at t stays one with probability m(t) / max(1, g), m rising
+    linearly from 1 (at the start of the export, and before) to g (at its end), g being
+    `abuse_growth`; the others become honest, ordinary or heavy refunders in their
+    shares' proportion.
+    """
+    growth = params.abuse_growth
+    multiplier = 1.0 + (growth - 1.0) * np.clip(registered / days, 0.0, 1.0)
+    dropped = (kind == ABUSER) & (rng.random(len(kind)) >= multiplier / max(1.0, growth))
+    ordinary, heavy = params.buyer_type_shares[ORDINARY], params.buyer_type_shares[HEAVY]
+    honest = np.where(rng.random(len(kind)) < heavy / (ordinary + heavy), HEAVY, ORDINARY)
+    return np.where(dropped, honest, kind)
+
+
+def _campaign_starts(rng: np.random.Generator, growth: float, span: float, size: int) -> np.ndarray:
+    """When ring campaigns start: uniformly on [0, span], or, where abuse grows, with a
+    density rising linearly to `growth` times its value at 0 (by inverting its CDF)."""
+    if growth == 1.0:
+        return rng.uniform(0, span, size)
+    u = rng.random(size)
+    return span * (np.sqrt(1.0 + (growth**2 - 1.0) * u) - 1.0) / (growth - 1.0)
+
+
 def make_buyers(
     rng: np.random.Generator, params: WorldParams, n: int, days: int, shops: Shops
 ) -> Buyers:
@@ -75,6 +115,8 @@ def make_buyers(
     registered = np.where(
         pre_start, -rng.uniform(0, params.pre_start_max_days, n), rng.uniform(0, days, n)
     )
+    if params.abuse_growth != 1.0:
+        kind = _abusers_by_cohort(rng, params, kind, registered, days)
 
     # Rings: groups of 4-30 accounts registered within days of each other, sharing shops.
     ring_id = np.full(n, -1)
@@ -87,7 +129,7 @@ def make_buyers(
         ids = np.repeat(np.arange(len(sizes)), sizes)[: len(members)]
         n_rings = int(ids.max()) + 1
         ring_id[members] = ids
-        base = rng.uniform(0, max(days - 25, 1), n_rings)
+        base = _campaign_starts(rng, params.abuse_growth, max(days - 25, 1), n_rings)
         registered[members] = base[ids] + rng.exponential(1.5, len(members))
         eligible = shops.old & ~np.isin(shops.category, [VIRTUAL, CUSTOM])
         weights = np.where(eligible, shops.popularity, 0.0)

@@ -43,15 +43,16 @@ def segments(
 ) -> Segments:
     """Shopping segments: who shops when, how fast, how, and at which favourite shops.
 
-    Abusers shop normally only after their onset; before it they build a record. Some
+    Abusers shop normally only after their onset; before it they build a record (where
+    `params.abusers_build_record`; else they shop normally from activation). Some
     honest newcomers start with a welcome burst. A thief shops while holding an account.
     """
     kind = buyers.buyer_type
     n = len(kind)
     everyone = np.arange(n)
-    abuser = np.flatnonzero(kind == ABUSER)
+    builders = np.flatnonzero((kind == ABUSER) & params.abusers_build_record)
     normal_from = buyers.active_from.copy()
-    normal_from[abuser] = np.maximum(buyers.abuse_start[abuser], normal_from[abuser])
+    normal_from[builders] = np.maximum(buyers.abuse_start[builders], normal_from[builders])
 
     honest = np.isin(kind, [ORDINARY, HEAVY]) & (buyers.registered >= 0)
     welcome = np.flatnonzero(honest & (rng.random(n) < params.welcome_share))
@@ -62,10 +63,10 @@ def segments(
         (NORMAL, everyone, normal_from, buyers.active_until, buyers.order_rate),
         (
             RECORD,
-            abuser,
-            buyers.active_from[abuser],
-            buyers.abuse_start[abuser],
-            gamma(rng, 2.0, params.record_rate_mean, len(abuser)),
+            builders,
+            buyers.active_from[builders],
+            buyers.abuse_start[builders],
+            gamma(rng, 2.0, params.record_rate_mean, len(builders)),
         ),
         (
             WELCOME,

@@ -10,8 +10,8 @@ from tqdm.auto import tqdm
 
 from features.log import TransactionLog, as_of_time
 from features.simulate.abuse import abuse_orders
-from features.simulate.params import WorldParams
 from features.simulate.population import make_buyers, make_shops
+from features.simulate.profiles import PROFILE_COLUMN, get_profile
 from features.simulate.shopping import segments, shopping_orders
 from features.simulate.tables import assemble
 
@@ -31,7 +31,8 @@ class SimulatedWorld:
             from then), the realised `takeover_at` (NaT if none before the end of the
             export), `takeover_end`, `takeover_rate_per_day`, `takeover_confirm_prob`.
             Realised times may lie after any given T: only `oracle_scores` should read
-            them, and it only uses those before T.
+            them, and it only uses those before T. Outside the default world, `profile`
+            names the profile, whose laws the oracle uses.
         meta: {"start": iso, "end": iso, "seed": int, "parameters": {...}}.
     """
 
@@ -41,22 +42,26 @@ class SimulatedWorld:
 
 
 def simulate(
-    buyers: int = 20_000,
-    shops: int = 500,
-    days: int = 540,
+    buyers: int | None = None,
+    shops: int | None = None,
+    days: int | None = None,
     seed: int = 0,
     start: str = "2025-01-01",
     progress: bool = False,
+    profile: str = "default",
 ) -> SimulatedWorld:
     """Simulate a platform's transaction log together with the truth behind it.
 
     Args:
-        buyers: Number of buyer accounts (including those registered before `start`).
-        shops: Number of shops.
-        days: Length of the export; `end` = `start` + `days`.
+        buyers: Number of buyer accounts (including those registered before `start`);
+            default: the profile's (20,000 for the default world).
+        shops: Number of shops; default: the profile's (500).
+        days: Length of the export, `end` = `start` + `days`; default: the profile's (540).
         seed: Seed of the random generator; the same seed gives identical tables.
         start: First day of the export (YYYY-MM-DD, 00:00 UTC).
         progress: Show a tqdm progress bar.
+        profile: The named world (`features.simulate.PROFILES`): "default", "small-shop",
+            "weak-signal", "drifting".
 
     Returns:
         The log (valid under `features.schema.validate_log`), the hidden truth per buyer
@@ -64,10 +69,15 @@ def simulate(
 
     Raises:
         ValueError: If a size is not positive.
+        UnknownProfileError: If there is no profile of that name.
     """
+    world = get_profile(profile)
+    buyers = world.buyers if buyers is None else buyers
+    shops = world.shops if shops is None else shops
+    days = world.days if days is None else days
     if buyers < 1 or shops < 1 or days < 1:
         raise ValueError("buyers, shops and days must be positive")
-    params = WorldParams()
+    params = world.params
     start_at = as_of_time(start)
     rng = np.random.default_rng(seed)
     steps = ["shops", "buyers", "orders", "abuse", "tables"]
@@ -88,10 +98,14 @@ def simulate(
         bar.set_postfix_str(steps[4])
         log, truth = assemble(accounts, shop_table, [shopping, abuse], start_at, days)
         bar.update()
+    parameters = params.describe(buyers, shops, days)
+    if profile != "default":  # the default world's files stay as they were before profiles
+        truth[PROFILE_COLUMN] = profile
+        parameters = {"profile": profile, **parameters, "changed": params.changes_from_default()}
     meta = {
         "start": start_at.isoformat(),
         "end": (start_at + pd.Timedelta(days=days)).isoformat(),
         "seed": int(seed),
-        "parameters": params.describe(buyers, shops, days),
+        "parameters": parameters,
     }
     return SimulatedWorld(log=log, truth=truth, meta=meta)
