@@ -1,4 +1,4 @@
-"""Command line: `python -m features simulate | build | validate`."""
+"""Command line: `python -m features simulate | import | build | validate`."""
 
 from __future__ import annotations
 
@@ -61,15 +61,9 @@ def simulate(
         check_world_dir(out)  # before the simulation, which can take a minute
     except LogFileError as exc:
         _fail(str(exc))
-    world = run_simulation(
-        buyers=buyers,
-        shops=shops,
-        days=days,
-        seed=seed,
-        start=start,
-        progress=sys.stderr.isatty(),
-        profile=profile,
-    )
+    sizes = {"buyers": buyers, "shops": shops, "days": days}  # None: the profile's
+    progress = sys.stderr.isatty()
+    world = run_simulation(**sizes, seed=seed, start=start, progress=progress, profile=profile)
     try:
         write_world(world, out)
     except OSError as exc:  # the files are moved in only once all are written
@@ -80,6 +74,33 @@ def simulate(
         f"{len(log.orders):,} orders, {len(log.refunds):,} refunds, "
         f"{log.start:%Y-%m-%d} to {log.end:%Y-%m-%d}"
         + ("" if profile == "default" else f" (profile {profile})")
+    )
+
+
+@app.command("import")
+def import_export(
+    sources: Annotated[
+        list[Path], typer.Argument(help="The export's CSV files, as the mapping names them.")
+    ],
+    mapping: Annotated[Path, typer.Option(help="The mapping file (YAML, docs/import.md).")],
+    out: Annotated[
+        Path, typer.Option(help="Directory for the log: new, empty, or an earlier import.")
+    ],
+) -> None:
+    """Turn an export into the log contract through a mapping; exit 2 writing nothing on
+    any error (file, column and rows named)."""
+    from features.imports import MappingError, SourceError
+    from features.imports import import_export as run_import
+
+    try:
+        log = run_import(mapping, sources, out)
+    except (MappingError, SourceError, LogFileError, LogValidationError) as exc:
+        _fail(str(exc))
+    except OSError as exc:  # the files are moved in only once all are written and read back
+        _fail(f"cannot write the imported log into {out}: {exc}")
+    typer.echo(
+        f"wrote {out}: {len(log.buyers):,} buyers, {len(log.shops):,} shops, "
+        f"{len(log.orders):,} orders, {len(log.refunds):,} refunds"
     )
 
 

@@ -163,13 +163,7 @@ def assemble(
             if col.endswith("_id"):
                 frame[col] = frame[col].astype("str")
 
-    log = TransactionLog(
-        buyers=buyers_frame,
-        shops=shops_frame,
-        orders=orders_frame,
-        refunds=refunds_frame,
-        start=start,
-        end=start + pd.Timedelta(days=days),
-    )
+    end = start + pd.Timedelta(days=days)
+    log = TransactionLog(buyers_frame, shops_frame, orders_frame, refunds_frame, start, end)
     truth = _truth(buyers, buyer_order, buyer_ids, buyers_frame["registered_at"], start)
     return log, truth
