@@ -236,3 +236,8 @@ def test_a_table_from_several_files_names_each_file_at_its_own_lines(tmp_path: P
     )
     assert result.exit_code == 0, result.output
     assert len(load_log(out).orders) == 4
+
+
+def test_docs_show_the_example_mapping_as_it_is_in_the_repository() -> None:
+    page = (ROOT / "docs" / "import.md").read_text(encoding="utf-8")
+    assert "```yaml\n" + MAPPING.read_text(encoding="utf-8") + "```" in page
