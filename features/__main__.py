@@ -1,4 +1,4 @@
-"""Command line: `python -m features simulate | build | validate`."""
+"""Command line: `python -m features simulate | import | build | validate`."""
 
 from __future__ import annotations
 
@@ -25,18 +25,34 @@ def _fail(message: str) -> None:
 @app.command()
 def simulate(
     out: Annotated[Path, typer.Option(help="Directory for the log, meta.json, truth.parquet.")],
-    buyers: Annotated[int, typer.Option(min=1, help="Number of buyers.")] = 20_000,
-    shops: Annotated[int, typer.Option(min=1, help="Number of shops.")] = 500,
-    days: Annotated[int, typer.Option(min=1, help="Length of the log in days.")] = 540,
+    profile: Annotated[
+        str,
+        typer.Option(
+            help="Named world: default, small-shop, weak-signal, drifting (docs/simulator.md)."
+        ),
+    ] = "default",
+    buyers: Annotated[
+        int | None, typer.Option(min=1, help="Number of buyers (default: the profile's).")
+    ] = None,
+    shops: Annotated[
+        int | None, typer.Option(min=1, help="Number of shops (default: the profile's).")
+    ] = None,
+    days: Annotated[
+        int | None, typer.Option(min=1, help="Length of the log in days (default: the profile's).")
+    ] = None,
     seed: Annotated[int, typer.Option(help="Random seed: same seed, identical tables.")] = 0,
     start: Annotated[
         str, typer.Option(help="First day of the log, YYYY-MM-DD (UTC).")
     ] = "2025-01-01",
 ) -> None:
     """Simulate a realistic log with known ground truth (truth.parquet)."""
-    from features.simulate import check_world_dir, write_world
+    from features.simulate import UnknownProfileError, check_world_dir, get_profile, write_world
     from features.simulate import simulate as run_simulation
 
+    try:
+        get_profile(profile)
+    except UnknownProfileError as exc:
+        _fail(f"--profile: {exc}")
     try:
         date.fromisoformat(start)
     except ValueError:
@@ -45,9 +61,9 @@ def simulate(
         check_world_dir(out)  # before the simulation, which can take a minute
     except LogFileError as exc:
         _fail(str(exc))
-    world = run_simulation(
-        buyers=buyers, shops=shops, days=days, seed=seed, start=start, progress=sys.stderr.isatty()
-    )
+    sizes = {"buyers": buyers, "shops": shops, "days": days}  # None: the profile's
+    progress = sys.stderr.isatty()
+    world = run_simulation(**sizes, seed=seed, start=start, progress=progress, profile=profile)
     try:
         write_world(world, out)
     except OSError as exc:  # the files are moved in only once all are written
@@ -57,6 +73,34 @@ def simulate(
         f"wrote {out}: {len(log.buyers):,} buyers, {len(log.shops):,} shops, "
         f"{len(log.orders):,} orders, {len(log.refunds):,} refunds, "
         f"{log.start:%Y-%m-%d} to {log.end:%Y-%m-%d}"
+        + ("" if profile == "default" else f" (profile {profile})")
+    )
+
+
+@app.command("import")
+def import_export(
+    sources: Annotated[
+        list[Path], typer.Argument(help="The export's CSV files, as the mapping names them.")
+    ],
+    mapping: Annotated[Path, typer.Option(help="The mapping file (YAML, docs/import.md).")],
+    out: Annotated[
+        Path, typer.Option(help="Directory for the log: new, empty, or an earlier import.")
+    ],
+) -> None:
+    """Turn an export into the log contract through a mapping; exit 2 writing nothing on
+    any error (file, column and rows named)."""
+    from features.imports import MappingError, SourceError
+    from features.imports import import_export as run_import
+
+    try:
+        log = run_import(mapping, sources, out)
+    except (MappingError, SourceError, LogFileError, LogValidationError) as exc:
+        _fail(str(exc))
+    except OSError as exc:  # the files are moved in only once all are written and read back
+        _fail(f"cannot write the imported log into {out}: {exc}")
+    typer.echo(
+        f"wrote {out}: {len(log.buyers):,} buyers, {len(log.shops):,} shops, "
+        f"{len(log.orders):,} orders, {len(log.refunds):,} refunds"
     )
 
 

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-import features.simulate as simulate_module
+import features.simulate.writer as simulate_writer
 from features.io import LogFileError, load_log
 from features.log import OUTCOMES, REFUND_KINDS, TABLES, as_of_time
 from features.schema import validate_log
@@ -439,7 +439,7 @@ def test_write_world_that_fails_leaves_the_world_that_was_there(
         raise OSError(28, "No space left on device", str(target))
 
     # The tables are written (through write_log), then truth.parquet fails.
-    monkeypatch.setattr(simulate_module, "write_parquet", disk_full)
+    monkeypatch.setattr(simulate_writer, "write_parquet", disk_full)
     with pytest.raises(OSError, match="No space left"):
         write_world(world, out)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # no staging folder left
