@@ -472,7 +472,8 @@ class SparkLog:
         firsts, lasts = {}, []
         for name in TABLES:
             source = self._sources[name]
-            job = self._frames[name].mapInArrow(_span_runner(source), "first long, last long")
+            with quiet_pandas3_warning():
+                job = self._frames[name].mapInArrow(_span_runner(source), "first long, last long")
             rows = self._collect(job)
             firsts[name] = min((r["first"] for r in rows if r["first"] is not None), default=None)
             lasts += [r["last"] for r in rows if r["last"] is not None]
