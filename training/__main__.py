@@ -244,6 +244,14 @@ def train_command(
     num_threads: ThreadsOpt = _MODEL.num_threads,
     min_positives: PositivesOpt = _CHECKS.min_positives,
     progress: ProgressOpt = True,
+    matrix: Annotated[
+        Path | None,
+        typer.Option(
+            "--matrix",
+            help="A training matrix `training snapshots` built (e.g. on Spark): read it "
+            "instead of building snapshots; --data still names its log (fingerprint, oracle).",
+        ),
+    ] = None,
 ) -> None:
     """Build snapshots, train LightGBM and baselines, log to MLflow, register @challenger."""
     with _failures():
@@ -266,7 +274,54 @@ def train_command(
             min_positives,
             progress,
         )
+        if matrix is not None:
+            config = config.model_copy(update={"matrix_dir": matrix})
         _echo_training(train(config))
+
+
+@app.command("snapshots")
+def snapshots_command(
+    data: DataOpt,
+    out: Annotated[Path, typer.Option(help="The matrix's dataset folder (replaced whole).")],
+    engine: Annotated[
+        str, typer.Option(help="pandas (one process) or spark (Spark reads the log itself).")
+    ] = "pandas",
+    master: Annotated[
+        str, typer.Option(help="Spark master URL with --engine spark: local[*], spark://h:7077.")
+    ] = "local[*]",
+    partitions: Annotated[
+        int | None, typer.Option(min=1, help="Buyer partitions (default: the engine's rule).")
+    ] = None,
+    horizon_days: HorizonOpt = _SNAPSHOTS.horizon_days,
+    maturity_days: MaturityOpt = _SNAPSHOTS.maturity_days,
+    frequency: FrequencyOpt = _SNAPSHOTS.frequency,
+    min_history_days: HistoryOpt = _SNAPSHOTS.min_history_days,
+) -> None:
+    """Build the training matrix (features + labels at every matured date) into a folder,
+    for `train --matrix`: on Spark, a cluster builds what one machine cannot."""
+    with _failures():
+        from features.engines import ENGINES, EngineUnavailable
+        from training.matrix import build_matrix
+
+        if engine not in ENGINES:
+            typer.echo(f"error: --engine {engine!r}: expected pandas or spark", err=True)
+            raise typer.Exit(EXIT_USAGE)
+        params = SnapshotParams(
+            horizon_days=horizon_days,
+            maturity_days=maturity_days,
+            frequency=frequency,
+            min_history_days=min_history_days,
+        )
+        try:
+            report = build_matrix(data, params, out, engine, master, partitions)
+        except EngineUnavailable as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(EXIT_USAGE) from exc
+        first, last = report.dates[0].date(), report.dates[-1].date()
+        typer.echo(
+            f"wrote {out}: {report.rows:,} labelled rows at {len(report.dates)} as-of dates "
+            f"({first} to {last}), engine {engine}"
+        )
 
 
 @app.command("promote")

@@ -95,6 +95,11 @@ class TrainConfig(_Params):
     model_name: str = MODEL_NAME
     experiment_name: str = EXPERIMENT_NAME
     progress: bool = True
+    matrix_dir: Path | None = Field(
+        default=None,
+        description="A prebuilt training matrix (training.matrix) to read instead of "
+        "building the snapshots from data_dir.",
+    )
 
 
 class GateParams(_Params):
