@@ -38,6 +38,7 @@ COLUMN_KINDS: dict[str, tuple[str, pa.DataType]] = {
     "timestamp": ("datetime64[us, UTC]", pa.timestamp("us", tz="UTC")),
     "double": ("float64", pa.float64()),
     "int8": ("int8", pa.int8()),
+    "bool": ("bool", pa.bool_()),
 }
 
 Columns = Mapping[str, str]  # column name -> a key of COLUMN_KINDS, in output order

@@ -79,7 +79,13 @@ _INVALID = "FASTREFUND-INVALID-LOG:"
 # engine's parity tests check, column by column, what it uses (Arrow in and out of each group,
 # pandas inside); the warning is silenced by its message only, nothing else.
 _PANDAS3_WARNING = "PySpark does not yet fully support pandas"
-_SPARK_TYPES = {"string": "string", "timestamp": "timestamp", "double": "double", "int8": "tinyint"}
+SPARK_TYPES = {
+    "string": "string",
+    "timestamp": "timestamp",
+    "double": "double",
+    "int8": "tinyint",
+    "bool": "boolean",
+}
 _SQL_CONF = {
     "spark.sql.session.timeZone": "UTC",
     # Parquet written by pandas holds TIMESTAMP(NANOS), which Spark reads only as a long;
@@ -103,6 +109,11 @@ class SparkLogValidationError(LogValidationError):
         self.violations: list[Violation] = []
         self.lines = lines
         ValueError.__init__(self, "invalid transaction log:\n  " + "\n  ".join(lines))
+
+
+def spark_schema(columns: Columns) -> str:
+    """A job's output columns as a Spark DDL schema."""
+    return ", ".join(f"`{name}` {SPARK_TYPES[kind]}" for name, kind in columns.items())
 
 
 @contextmanager
@@ -547,7 +558,7 @@ class SparkLog:
         rows = rows.withColumn(_PARTITION, F.pmod(F.xxhash64("buyer_id"), F.lit(partitions)))
         context = _GroupContext(self._sources, self._meta_start, self._span.end)
         shops = self.spark.sparkContext.broadcast(self.shops)
-        schema = ", ".join(f"`{name}` {_SPARK_TYPES[kind]}" for name, kind in columns.items())
+        schema = spark_schema(columns)
         run = _group_runner(job, columns, context, shops)
         with quiet_pandas3_warning():
             return rows.groupBy(_PARTITION).applyInArrow(run, schema)
