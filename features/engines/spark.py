@@ -508,10 +508,11 @@ class SparkLog:
     def partitions(self) -> int:
         """Buyer partitions: as given, else one per ORDERS_PER_TASK orders (at least one per
         core Spark has)."""
-        if self._partitions:
-            return self._partitions
-        orders = self._frames["orders"].count()
-        return max(self.spark.sparkContext.defaultParallelism, -(-orders // ORDERS_PER_TASK))
+        if not self._partitions:
+            orders = self._frames["orders"].count()
+            cores = self.spark.sparkContext.defaultParallelism
+            self._partitions = max(cores, -(-orders // ORDERS_PER_TASK))
+        return self._partitions
 
     def check_unique_ids(self) -> None:
         """order_id and refund_id unique across the whole log (a group sees only its own).
@@ -521,6 +522,9 @@ class SparkLog:
         """
         from pyspark.sql import functions as F
 
+        # As many shuffle tasks as buyer partitions (Spark's default of 200 is slow on a few
+        # cores and, with coalescing off, would stay 200).
+        self.spark.conf.set("spark.sql.shuffle.partitions", str(self.partitions()))
         ids = None
         for name in ("orders", "refunds"):
             column = ID_COLUMNS[name][0]
