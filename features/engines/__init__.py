@@ -95,6 +95,25 @@ def conform(frame: pd.DataFrame, columns: Columns) -> pd.DataFrame:
     )
 
 
+def to_arrow(frame: pd.DataFrame, columns: Columns) -> pa.Table:
+    """A job's output as an Arrow table of exactly its schema.
+
+    Column by column; timestamps from their UTC values (`pa.Table.from_pandas` reads
+    `Series.values`, which pandas 3.1 deprecates for timezone-aware columns).
+    """
+    frame = conform(frame, columns)
+    arrays = []
+    for name, kind in columns.items():
+        arrow_type = COLUMN_KINDS[kind][1]
+        if kind == "timestamp":
+            utc = frame[name].dt.tz_convert(None).to_numpy()
+            arrays.append(pa.array(utc, type=pa.timestamp("us")).cast(arrow_type))
+        else:
+            values = frame[name].array if kind == "string" else frame[name].to_numpy()
+            arrays.append(pa.array(values, type=arrow_type))
+    return pa.Table.from_arrays(arrays, schema=arrow_schema(columns))
+
+
 def arrow_schema(columns: Columns) -> pa.Schema:
     """The Arrow schema of a job's output."""
     return pa.schema([(name, COLUMN_KINDS[kind][1]) for name, kind in columns.items()])
@@ -160,4 +179,5 @@ __all__ = [
     "feature_columns",
     "open_log",
     "read_metadata",
+    "to_arrow",
 ]

@@ -6,11 +6,10 @@ import json
 from pathlib import Path
 
 import pandas as pd
-import pyarrow as pa
 import pyarrow.parquet as pq
 
 from features.build import ORDERS_PER_PARTITION, iter_partitions
-from features.engines import METADATA_FILE, Columns, PartitionJob, arrow_schema, conform
+from features.engines import METADATA_FILE, Columns, PartitionJob, conform, to_arrow
 from features.io import atomic_folder, load_log
 from features.log import TransactionLog
 
@@ -21,8 +20,7 @@ def write_dataset(
     frame: pd.DataFrame, columns: Columns, out: Path, metadata: dict | None = None
 ) -> None:
     """Write `frame` as a one-file Parquet dataset folder (and its metadata), atomically."""
-    table = pa.Table.from_pandas(conform(frame, columns), preserve_index=False)
-    table = table.cast(arrow_schema(columns))
+    table = to_arrow(frame, columns)
     with atomic_folder(out) as staging:
         staging.mkdir()
         pq.write_table(table, staging / DATA_FILE)

@@ -56,8 +56,7 @@ from features.engines import (
     Columns,
     EngineUnavailable,
     PartitionJob,
-    arrow_schema,
-    conform,
+    to_arrow,
 )
 from features.io import LogFileError, atomic_folder, normalise_table, read_span, table_columns
 from features.log import CREATED_AT, ID_COLUMNS, LATER_AT, TABLES, TransactionLog
@@ -345,8 +344,7 @@ def _group_runner(
 
     def run(table: pa.Table) -> pa.Table:
         log = _group_log(table, context, shops.value)
-        frame = conform(job(log), columns)
-        return pa.Table.from_pandas(frame, preserve_index=False).cast(arrow_schema(columns))
+        return to_arrow(job(log), columns)
 
     return run
 
