@@ -29,6 +29,7 @@ rows by id (row numbers mean nothing once rows are spread over a cluster).
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import re
@@ -441,8 +442,6 @@ class SparkLog:
         kinds: dict[str, str] = {}
         if path.suffix == ".csv":
             with path.open(newline="", encoding="utf-8") as handle:
-                import csv
-
                 header = next(csv.reader(handle), [])
             schema = StructType([StructField(col, StringType()) for col in header])
             frame = self.spark.read.csv(

@@ -111,6 +111,29 @@ def test_spark_reads_a_csv_log_without_meta_json_as_pandas_does(
     assert_same_features(pd.read_parquet(tmp_path / "out"), build_features(want, "2025-06-01"))
 
 
+def test_a_failed_job_names_its_cause_and_leaves_the_previous_output(
+    spark, world_dir: Path, tmp_path: Path
+) -> None:
+    from features.engines.spark import SparkJobError
+
+    out = tmp_path / "features"
+    SparkLog(spark, world_dir, partitions=2).map_partitions(
+        partial(build_features, as_of_dates=DATES[0], partitions=1), feature_columns(), out
+    )
+    before = sorted(p.name for p in out.iterdir())
+    with pytest.raises(SparkJobError, match="MemoryError: simulated"):
+        SparkLog(spark, world_dir, partitions=4).map_partitions(
+            _always_fail, feature_columns(), out
+        )
+    assert sorted(p.name for p in out.iterdir()) == before
+    assert [p.name for p in tmp_path.iterdir()] == ["features"]
+
+
+def _always_fail(log) -> pd.DataFrame:
+    """A job that fails in the executors (a worker's bug, a lost node)."""
+    raise MemoryError("simulated: the worker ran out of memory")
+
+
 def _broken_copy(world_dir: Path, target: Path, change) -> Path:
     log = load_log(world_dir)
     orders = change(log.orders.copy())
