@@ -15,10 +15,10 @@ help: ## List the targets
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev,spark]'
 	touch $(STAMP)
 
-install: $(STAMP) ## Create .venv and install the project with its dev extra (idempotent)
+install: $(STAMP) ## Create .venv and install the project with its dev and spark extras (idempotent)
 
 test: $(STAMP) ## Run the whole test suite
 	$(PY) -m pytest

@@ -126,10 +126,23 @@ def build(
         list[str],
         typer.Option("--as-of", help="As-of date YYYY-MM-DD (T = 00:00 UTC), repeatable."),
     ],
-    out: Annotated[Path, typer.Option(help="Parquet file to write the features to.")],
+    out: Annotated[
+        Path,
+        typer.Option(help="Where to write: a Parquet file (pandas), a dataset folder (spark)."),
+    ],
     partitions: Annotated[
-        int | None, typer.Option(min=1, help="Buyer partitions (default: one per ~2M orders).")
+        int | None,
+        typer.Option(
+            min=1,
+            help="Buyer partitions (default: one per ~2M orders; spark: per ~250k, >= cores).",
+        ),
     ] = None,
+    engine: Annotated[
+        str, typer.Option(help="pandas (one process) or spark (Spark reads the log itself).")
+    ] = "pandas",
+    master: Annotated[
+        str, typer.Option(help="Spark master URL with --engine spark: local[*], spark://h:7077.")
+    ] = "local[*]",
 ) -> None:
     """Compute buyer features as of one or more dates, strictly point-in-time."""
     from features.build import build_features
@@ -139,6 +152,11 @@ def build(
             date.fromisoformat(value)
         except ValueError:
             _fail(f"--as-of {value!r} is not a date (expected YYYY-MM-DD)")
+    if engine not in ("pandas", "spark"):
+        _fail(f"--engine {engine!r}: expected pandas or spark")
+    if engine == "spark":
+        _build_on_spark(data, as_of, out, partitions, master)
+        return
     if out.is_dir():
         _fail(f"--out {out} is a folder; give the path of the Parquet file to write")
     try:
@@ -150,6 +168,40 @@ def build(
     frame = build_features(log, as_of, partitions=partitions, progress=sys.stderr.isatty())
     write_parquet(frame, out)
     typer.echo(f"wrote {out}: {len(frame):,} rows x {frame.shape[1] - 2} features")
+
+
+def _build_on_spark(
+    data: Path, as_of: list[str], out: Path, partitions: int | None, master: str
+) -> None:
+    """`build --engine spark`: the same features, computed where Spark runs, into a folder."""
+    from functools import partial
+
+    from features.build import FEATURE_SET_VERSION, build_features
+    from features.engines import EngineUnavailable, feature_columns, open_log
+    from features.engines.spark import SparkJobError
+
+    if out.is_file():
+        _fail(f"--out {out} is a file; with --engine spark give a folder (a Parquet dataset)")
+    try:
+        log = open_log(data, engine="spark", master=master, partitions=partitions)
+        dates = sorted({log.span.check_as_of(value) for value in as_of})
+        job = partial(build_features, as_of_dates=dates, partitions=1)
+        metadata = {
+            "feature_set_version": FEATURE_SET_VERSION,
+            "as_of": [d.date().isoformat() for d in dates],
+            "engine": "spark",
+        }
+        rows = log.map_partitions(job, feature_columns(), out, metadata)
+    except EngineUnavailable as exc:
+        _fail(str(exc))
+    except (LogFileError, LogValidationError, ValueError) as exc:
+        _fail(str(exc))
+    except SparkJobError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(
+        f"wrote {out}: {rows:,} rows x {len(feature_columns()) - 2} features (spark, {master})"
+    )
 
 
 if __name__ == "__main__":

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -59,6 +61,36 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
         tmp_path.unlink(missing_ok=True)
 
 
+@contextmanager
+def atomic_folder(target: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a staging path beside the folder `target`, moved onto it only if the block succeeds.
+
+    The block creates the staging folder (a Spark job writes it; it must not exist yet). A
+    folder already at `target` is replaced whole; if the block fails, the staging folder is
+    removed and `target` is as it was: a reader never sees a partial dataset.
+
+    Raises:
+        ValueError: `target` exists and is not a folder.
+    """
+    target = Path(target)
+    if target.exists() and not target.is_dir():
+        raise ValueError(f"{target} is a file; give the path of a folder to write")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    token = uuid.uuid4().hex[:12]
+    staging = target.parent / f".{target.name}.staging-{token}"
+    try:
+        yield staging
+        if target.exists():
+            old = target.parent / f".{target.name}.old-{token}"
+            os.replace(target, old)
+            os.replace(staging, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
 def write_parquet(frame: pd.DataFrame, target: str | os.PathLike[str]) -> None:
     """Write a DataFrame to Parquet atomically."""
     with atomic_path(target) as tmp:
@@ -71,7 +103,12 @@ def write_json(payload: dict, target: str | os.PathLike[str]) -> None:
         tmp.write_text(json.dumps(payload, indent=2, default=str) + "\n")
 
 
-def _table_file(directory: Path, name: str) -> Path:
+def table_file(directory: Path, name: str) -> Path:
+    """The file holding table `name` in a data directory: NAME.parquet or NAME.csv.
+
+    Raises:
+        LogFileError: Neither exists, or both do.
+    """
     found = [directory / f"{name}.{ext}" for ext in ("parquet", "csv")]
     found = [path for path in found if path.is_file()]
     if not found:
@@ -146,14 +183,28 @@ def _booleans(values: pd.Series, file: str, column: str) -> pd.Series:
     return text.isin(_TRUE).astype(bool)
 
 
-def _normalise(frame: pd.DataFrame, name: str, file: str) -> pd.DataFrame:
-    frame = frame.reset_index(drop=True)
-    expected = (
+def table_columns(name: str) -> list[str]:
+    """The contract's columns of table `name`, in the order a loaded log has them."""
+    return (
         _TEXT_COLUMNS[name]
         + _INT_COLUMNS.get(name, [])
         + _BOOL_COLUMNS.get(name, [])
         + [CREATED_AT[name], *LATER_AT[name]]
     )
+
+
+def normalise_table(frame: pd.DataFrame, name: str, file: str) -> pd.DataFrame:
+    """One table as read from its file, in the contract's dtypes and column order.
+
+    Row-wise, so it gives the same answer on any subset of the rows (the Spark engine runs it
+    on each partition of buyers).
+
+    Raises:
+        LogValidationError: A column is missing, or values cannot be read as the contract's
+            types (every column's, not only the first one's).
+    """
+    frame = frame.reset_index(drop=True)
+    expected = table_columns(name)
     missing = [col for col in expected if col not in frame.columns]
     if missing:
         raise LogValidationError([Violation(file, col, "column is present", []) for col in missing])
@@ -189,7 +240,7 @@ def read_meta(directory: str | os.PathLike[str]) -> dict:
         raise LogFileError(f"{path}: not valid JSON: {exc}") from exc
 
 
-def _span(directory: Path) -> tuple[pd.Timestamp | None, pd.Timestamp | None]:
+def read_span(directory: Path) -> tuple[pd.Timestamp | None, pd.Timestamp | None]:
     """meta.json's start (a date: T of that day) and end (an instant; naive means UTC).
 
     Raises:
@@ -228,16 +279,16 @@ def load_log(directory: str | os.PathLike[str], validate: bool = True) -> Transa
     directory = Path(directory)
     if not directory.is_dir():
         raise LogFileError(f"{directory}: not a directory")
-    files = {name: _table_file(directory, name) for name in TABLES}
+    files = {name: table_file(directory, name) for name in TABLES}
     tables, unreadable = {}, []
     for name, path in files.items():  # every table's unreadable values, then the rules
         try:
-            tables[name] = _normalise(_read(path), name, path.name)
+            tables[name] = normalise_table(_read(path), name, path.name)
         except LogValidationError as exc:
             unreadable += exc.violations
     if unreadable:
         raise LogValidationError(unreadable)
-    start, end = _span(directory)
+    start, end = read_span(directory)
     log = TransactionLog(**tables, start=start, end=end)
     if log.end is None:
         latest = [log.table(n)[c].max() for n in TABLES for c in [CREATED_AT[n], *LATER_AT[n]]]
@@ -263,7 +314,7 @@ def fingerprint(directory: str | os.PathLike[str]) -> str:
     directory = Path(directory)
     digest = hashlib.sha256()
     for name in TABLES:
-        path = _table_file(directory, name)
+        path = table_file(directory, name)
         digest.update(path.name.encode())
         with path.open("rb") as handle:
             for block in iter(lambda: handle.read(1 << 20), b""):

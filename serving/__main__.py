@@ -24,6 +24,14 @@ def materialize(
         Path | None,
         typer.Option("--store", help="The online store file; default FASTREFUND_STORE_PATH."),
     ] = None,
+    features_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--features",
+            help="Prebuilt buyer features (`features build`, e.g. --engine spark) to load "
+            "instead of computing them; the log still gives revocations and shops.",
+        ),
+    ] = None,
 ) -> None:
     """Compute buyer features, revocations and shop eligibility; replace the store atomically."""
     import features
@@ -32,7 +40,7 @@ def materialize(
     if as_of is not None and not _is_date(as_of):
         _fail(f"--as-of {as_of!r} is not a date (expected YYYY-MM-DD)")
     try:
-        report = run_materialize(data, as_of=as_of, store_path=store)
+        report = run_materialize(data, as_of=as_of, store_path=store, features_path=features_dir)
     except (features.LogFileError, features.LogValidationError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
@@ -50,6 +58,56 @@ def materialize(
             f"  {shop['shop_id']}: {shop['tracking_after_refund']} of "
             f"{shop['approved_pre_ship_refunds']} approved pre-shipment refunds"
         )
+
+
+@app.command()
+def score(
+    data: Annotated[Path, typer.Option("--data", help="The transaction log directory.")],
+    out: Annotated[Path, typer.Option(help="Dataset folder for the scores (replaced whole).")],
+    as_of: Annotated[
+        str | None,
+        typer.Option("--as-of", help="As-of date YYYY-MM-DD; default: the end of the log."),
+    ] = None,
+    engine: Annotated[
+        str, typer.Option(help="pandas (one process) or spark (Spark reads the log itself).")
+    ] = "pandas",
+    master: Annotated[
+        str, typer.Option(help="Spark master URL with --engine spark: local[*], spark://h:7077.")
+    ] = "local[*]",
+    partitions: Annotated[
+        int | None, typer.Option(min=1, help="Buyer partitions (default: the engine's rule).")
+    ] = None,
+) -> None:
+    """Score every buyer with the registry's champion: buyer_id, score, premium, version."""
+    import features
+    from features.engines import ENGINES, EngineUnavailable
+    from features.engines.spark import SparkJobError
+    from serving.config import ConfigError, Settings
+    from serving.model import ModelUnavailable, load_champion
+    from serving.score import score_log
+
+    if as_of is not None and not _is_date(as_of):
+        _fail(f"--as-of {as_of!r} is not a date (expected YYYY-MM-DD)")
+    if engine not in ENGINES:
+        _fail(f"--engine {engine!r}: expected pandas or spark")
+    if out.is_file():
+        _fail(f"--out {out} is a file; give a folder (a Parquet dataset)")
+    try:
+        settings = Settings.load()
+        champion = load_champion(settings.tracking_uri(), settings.model_name, settings.model_alias)
+        report = score_log(data, as_of, out, champion, engine, master, partitions)
+    except (ConfigError, EngineUnavailable, ModelUnavailable) as exc:
+        _fail(str(exc))
+    except (features.LogFileError, features.LogValidationError, ValueError) as exc:
+        _fail(str(exc))
+    except SparkJobError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(
+        f"wrote {report.out}: {report.rows:,} buyers scored as of {report.as_of} by "
+        f"{settings.model_name} version {report.model_version} ({report.premium:,} premium, "
+        f"threshold {report.threshold:.6g}, engine {report.engine})"
+    )
 
 
 @app.command("export-decisions")

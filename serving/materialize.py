@@ -105,6 +105,59 @@ def revoked_buyers(log: features.TransactionLog, known_at: pd.Timestamp) -> pd.S
     )
 
 
+def prebuilt_features(
+    path: str | Path, known_at: pd.Timestamp, known: features.TransactionLog
+) -> pd.DataFrame:
+    """The features as of T from a file or folder `features build` wrote (either engine).
+
+    They must be this feature code's, for exactly the buyers registered before T.
+
+    Raises:
+        ValueError: Naming what does not fit (no such path, another feature set, missing
+            columns, no rows as of T, repeated or unknown buyers).
+    """
+    from features.engines import read_metadata
+
+    path = Path(path)
+    where = f"--features {path}"
+    if not path.exists():
+        raise ValueError(f"{where}: no such file or folder")
+    version = read_metadata(path).get("feature_set_version") if path.is_dir() else None
+    if version is not None and version != features.FEATURE_SET_VERSION:
+        raise ValueError(
+            f"{where}: built by feature set {version!r}; this code computes "
+            f"{features.FEATURE_SET_VERSION!r}: build them again"
+        )
+    columns = ["buyer_id", "as_of", *features.FEATURE_COLUMNS]
+    try:
+        frame = pd.read_parquet(path)
+    except Exception as exc:  # noqa: BLE001 - any reader failure is a bad input
+        raise ValueError(f"{where}: cannot be read as Parquet: {exc}") from exc
+    missing = [col for col in columns if col not in frame.columns]
+    if missing:
+        raise ValueError(f"{where}: no column {', '.join(missing[:5])}")
+    as_of = pd.to_datetime(frame["as_of"], utc=True)
+    frame = frame.loc[as_of == known_at, columns]
+    if frame.empty:
+        held = sorted({t.date().isoformat() for t in as_of.drop_duplicates()})
+        raise ValueError(f"{where}: no rows as of {known_at.date()} (it holds {held})")
+    if frame["buyer_id"].duplicated().any():
+        raise ValueError(f"{where}: a buyer appears twice as of {known_at.date()}")
+    expected = set(known.buyers["buyer_id"])
+    got = set(frame["buyer_id"])
+    if got != expected:
+        raise ValueError(
+            f"{where}: not the features of this log as of {known_at.date()}: "
+            f"{len(expected - got)} of its buyers missing, {len(got - expected)} unknown"
+        )
+    not_float = [c for c in features.FEATURE_COLUMNS if frame[c].dtype != np.float64]
+    if not_float:
+        raise ValueError(
+            f"{where}: features are float64; {not_float[0]} is {frame[not_float[0]].dtype}"
+        )
+    return frame.sort_values("buyer_id", ignore_index=True)
+
+
 def _plain(value: float) -> float | None:
     return None if math.isnan(value) else round(float(value), 6)
 
@@ -114,6 +167,7 @@ def materialize(
     as_of: object = None,
     store_path: str | Path | None = None,
     policy: Policy | None = None,
+    features_path: str | Path | None = None,
 ) -> MaterializeReport:
     """Compute the snapshot as of a date and replace the online store with it, atomically.
 
@@ -122,6 +176,8 @@ def materialize(
         as_of: The as-of date D (features known at D 00:00 UTC); default: the end of the log.
         store_path: The SQLite store; default: the service setting (FASTREFUND_STORE_PATH).
         policy: The policy (shop thresholds); default: the service's policy file.
+        features_path: Buyer features `features build` wrote (e.g. on Spark), used instead
+            of computing them; revocations and shop eligibility still come from the log.
 
     Raises:
         features.LogFileError, features.LogValidationError: The log cannot be used.
@@ -138,11 +194,14 @@ def materialize(
     known_at = default_as_of(log) if as_of is None else log.check_as_of(as_of)
     as_of_text = known_at.date().isoformat()
 
-    feats = features.build_features(log, [known_at])
+    known = log.known_at(known_at)
+    if features_path is not None:
+        feats = prebuilt_features(features_path, known_at, known)
+    else:
+        feats = features.build_features(log, [known_at])
     if feats.empty:  # never swap the serving store for one that knows nobody
         raise ValueError(f"no buyer was registered before {as_of_text}: the store is left as it is")
     columns = list(features.FEATURE_COLUMNS)
-    known = log.known_at(known_at)
     order_count = known.orders.groupby("buyer_id").size()
     registered = known.buyers.set_index("buyer_id")["registered_at"]
     buyer_ids = feats["buyer_id"]

@@ -45,3 +45,17 @@ def _no_inherited_mlflow_registry() -> Iterator[None]:
     os.environ.pop("MLFLOW_REGISTRY_URI", None)
     if before is not None:
         os.environ["MLFLOW_REGISTRY_URI"] = before
+
+
+@pytest.fixture(scope="session")
+def spark():
+    """One local SparkSession (2 cores) for the whole run: Spark's start-up is paid once.
+
+    No skip when Java or pyspark is missing: `make install` installs the spark extra and
+    these machines have Java 17, so a missing one is a broken setup and must fail loudly.
+    """
+    from features.engines.spark import spark_session
+
+    session = spark_session("local[2]", app_name="fastrefund-tests")
+    yield session
+    session.stop()

@@ -20,7 +20,7 @@ from typing import Annotated
 import typer
 
 from modelcontract import CHALLENGER, MODEL_NAME
-from training.config import PromoteConfig, RetrainConfig, TrainConfig
+from training.config import MatrixConfig, PromoteConfig, RetrainConfig, TrainConfig
 from training.options import EXIT_BAD_INPUT, Option, command
 
 app = typer.Typer(
@@ -52,6 +52,15 @@ TRAIN_OPTIONS = (
     Option("data_dir", ("--data",)),
     *(Option(path) for path in _TRAINING),
     Option("progress"),
+    Option("matrix_dir", ("--matrix",)),
+)
+MATRIX_OPTIONS = (
+    Option("data_dir", ("--data",)),
+    Option("out"),
+    Option("engine"),
+    Option("master"),
+    Option("partitions"),
+    *(Option(path) for path in _TRAINING[:4]),
 )
 PROMOTE_OPTIONS = (
     Option("data_dir", ("--data",)),
@@ -184,6 +193,34 @@ def train_command(config: TrainConfig) -> None:
         from training.train import train
 
         _echo_training(train(config))
+
+
+@app.command("snapshots")
+@command(MatrixConfig, MATRIX_OPTIONS)
+def snapshots_command(config: MatrixConfig) -> None:
+    """Build the training matrix (features + labels at every matured date) into a folder,
+    for `train --matrix`: on Spark, a cluster builds what one machine cannot."""
+    with _failures():
+        from features.engines import EngineUnavailable
+        from training.matrix import build_matrix
+
+        try:
+            report = build_matrix(
+                config.data_dir,
+                config.snapshots,
+                config.out,
+                config.engine,
+                config.master,
+                config.partitions,
+            )
+        except EngineUnavailable as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(EXIT_BAD_INPUT) from exc
+        first, last = report.dates[0].date(), report.dates[-1].date()
+        typer.echo(
+            f"wrote {config.out}: {report.rows:,} labelled rows at {len(report.dates)} as-of "
+            f"dates ({first} to {last}), engine {config.engine}"
+        )
 
 
 @app.command("promote")

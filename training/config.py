@@ -7,10 +7,12 @@ options of `python -m training` from these models), so say there what a user nee
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from features.engines import DEFAULT_MASTER
 from modelcontract import MODEL_NAME
 
 EXPERIMENT_NAME = "buyer-quality"
@@ -128,6 +130,29 @@ class TrainConfig(_Params):
     progress: bool = Field(
         default=True, description="Show a progress bar while snapshots are built."
     )
+    matrix_dir: Path | None = Field(
+        default=None,
+        description="A prebuilt training matrix (training.matrix) to read instead of "
+        "building the snapshots from data_dir.",
+    )
+
+
+class MatrixConfig(_Params):
+    """Everything `python -m training snapshots` needs: the training matrix built by an engine."""
+
+    data_dir: Path = Field(description="Data directory: buyers, shops, orders, refunds tables.")
+    out: Path = Field(description="The matrix's dataset folder (replaced whole).")
+    engine: Literal["pandas", "spark"] = Field(
+        default="pandas", description="pandas (one process) or spark (Spark reads the log itself)."
+    )
+    master: str = Field(
+        default=DEFAULT_MASTER,
+        description="Spark master URL with --engine spark: local[*], spark://host:7077.",
+    )
+    partitions: int | None = Field(
+        default=None, ge=1, description="Buyer partitions (default: the engine's rule)."
+    )
+    snapshots: SnapshotParams = SnapshotParams()
 
 
 class GateParams(_Params):

@@ -26,6 +26,7 @@ from training import registry
 from training.config import TrainConfig
 from training.errors import TrainingDataError
 from training.evaluate import PremiumCut, choose_threshold, score_metrics
+from training.matrix import read_matrix
 from training.models import BoosterScorer, HandRule, LogisticBaseline, fit_lightgbm
 from training.plots import (
     calibration_figure,
@@ -140,15 +141,20 @@ def load_training_data(config: TrainConfig, log: TransactionLog | None = None) -
     data_dir = Path(config.data_dir)
     # Taken first: an export landing while the log is read must not be the one on record.
     data_fingerprint = fingerprint(data_dir) if data_dir.is_dir() else ""
-    log = log if log is not None else features.load_log(data_dir)
     params = config.snapshots
-    dates = snapshot_dates(log, params)
-    if not dates:
-        raise TrainingDataError(
-            f"{data_dir}: no as-of date has both {params.min_history_days} days of history and "
-            f"a matured label ({params.horizon_days}+{params.maturity_days} days) in the log"
-        )
-    snapshots = build_snapshots(log, dates, params, progress=config.progress)
+    if config.matrix_dir is not None:  # built by an engine (a cluster): only read here
+        snapshots, meta = read_matrix(config.matrix_dir, params, data_fingerprint)
+        data_fingerprint = data_fingerprint or meta.get("data_fingerprint", "")
+    else:
+        log = log if log is not None else features.load_log(data_dir)
+        dates = snapshot_dates(log, params)
+        if not dates:
+            raise TrainingDataError(
+                f"{data_dir}: no as-of date has both {params.min_history_days} days of history "
+                f"and a matured label ({params.horizon_days}+{params.maturity_days} days) in "
+                "the log"
+            )
+        snapshots = build_snapshots(log, dates, params, progress=config.progress)
     try:
         split = split_by_time(snapshots, params, config.checks)
     except TrainingDataError as exc:
