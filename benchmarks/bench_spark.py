@@ -87,7 +87,8 @@ if mode == "pandas":
               "driver_python_gb": vm_hwm() / 1e9}
 else:
     from features.engines import feature_columns
-    from features.engines.spark import SparkLog, spark_session
+    from features.engines.spark import SparkLog
+    from features.engines.spark_session import spark_session
     spark = spark_session("local[2]", app_name="bench-spark")
     started = time.perf_counter()
     jvm = jvm_pid()
@@ -116,7 +117,8 @@ import lightgbm as lgb, mlflow, numpy as np, pandas as pd
 from functools import partial
 from mlflow import MlflowClient
 import features
-from features.engines.spark import quiet_pandas3_warning, spark_schema, spark_session
+from features.engines.spark import spark_schema
+from features.engines.spark_session import quiet_pandas3_warning, spark_session
 from serving.model import load_champion
 from serving.score import SCORE_COLUMNS, BatchScorer, _score_batches
 

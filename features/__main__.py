@@ -178,7 +178,7 @@ def _build_on_spark(
 
     from features.build import FEATURE_SET_VERSION, build_features
     from features.engines import EngineUnavailable, feature_columns, open_log
-    from features.engines.spark import SparkJobError
+    from features.engines.spark_session import SparkJobError
 
     if out.is_file():
         _fail(f"--out {out} is a file; with --engine spark give a folder (a Parquet dataset)")

@@ -81,7 +81,7 @@ def score(
     """Score every buyer with the registry's champion: buyer_id, score, premium, version."""
     import features
     from features.engines import ENGINES, EngineUnavailable
-    from features.engines.spark import SparkJobError
+    from features.engines.spark_session import SparkJobError
     from serving.config import ConfigError, Settings
     from serving.model import ModelUnavailable, load_champion
     from serving.score import score_log

@@ -163,7 +163,8 @@ def score_log(
     }
     out = Path(out)
     if engine == "spark":
-        from features.engines.spark import SparkLog, quiet_pandas3_warning, spark_schema
+        from features.engines.spark import SparkLog, spark_schema
+        from features.engines.spark_session import quiet_pandas3_warning
 
         assert isinstance(log, SparkLog)
         log.check_unique_ids()

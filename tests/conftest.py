@@ -54,7 +54,7 @@ def spark():
     No skip when Java or pyspark is missing: `make install` installs the spark extra and
     these machines have Java 17, so a missing one is a broken setup and must fail loudly.
     """
-    from features.engines.spark import spark_session
+    from features.engines.spark_session import spark_session
 
     session = spark_session("local[2]", app_name="fastrefund-tests")
     yield session

@@ -159,7 +159,8 @@ def open_log(
 
         return PandasLog(Path(data_dir), partitions=partitions)
     if engine == "spark":
-        from features.engines.spark import SparkLog, spark_session
+        from features.engines.spark import SparkLog
+        from features.engines.spark_session import spark_session
 
         return SparkLog(spark_session(master), Path(data_dir), partitions=partitions)
     raise ValueError(f"unknown engine {engine!r} (expected one of {', '.join(ENGINES)})")

@@ -114,7 +114,7 @@ def test_spark_reads_a_csv_log_without_meta_json_as_pandas_does(
 def test_a_failed_job_names_its_cause_and_leaves_the_previous_output(
     spark, world_dir: Path, tmp_path: Path
 ) -> None:
-    from features.engines.spark import SparkJobError
+    from features.engines.spark_session import SparkJobError
 
     out = tmp_path / "features"
     SparkLog(spark, world_dir, partitions=2).map_partitions(
