@@ -17,7 +17,7 @@ from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from serving.schemas import DecisionRequest, ValidBatch
+from serving.schemas import DecisionRequest
 
 REF = "#/components/schemas/{model}"
 
@@ -96,6 +96,30 @@ class Readiness(BaseModel):
     ready: bool
     checks: dict[str, str]
     policy_version: str
+
+
+# A batch is answered 200 whatever its items hold: an item that is not a valid
+# DecisionRequest gets its own 422 in `results`. Only the envelope is refused whole.
+BATCH_REQUEST: dict[str, Any] = {
+    "title": "BatchRequest",
+    "description": "Up to 1,000 requests, each judged alone.",
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["requests"],
+    "properties": {
+        "requests": {
+            "type": "array",
+            "minItems": 1,
+            "maxItems": 1000,
+            "items": {
+                "anyOf": [
+                    {"$ref": REF.format(model="DecisionRequest")},
+                    {"description": "Anything else: answered in its own result with a 422."},
+                ]
+            },
+        }
+    },
+}
 
 
 def body(model: str) -> dict[str, Any]:
@@ -258,9 +282,17 @@ def document(app: FastAPI) -> dict[str, Any]:
         routes=app.routes,
     )
     schemas = doc.setdefault("components", {}).setdefault("schemas", {})
-    models: list[type[BaseModel]] = [DecisionRequest, ValidBatch, *set(ERROR_MODELS.values())]
+    models: list[type[BaseModel]] = [DecisionRequest, *set(ERROR_MODELS.values())]
     _, defs = models_json_schema([(model, "validation") for model in models], ref_template=REF)
     schemas.update(defs["$defs"])
+    # A category holding invisible, control or combining characters is refused
+    # (serving.schemas.Order): a format names the rule, which a pattern cannot spell.
+    schemas["Order"]["properties"]["category"].update(
+        format="visible-text",
+        description="Letters, digits, punctuation, symbols and spaces; no invisible, control "
+        "or combining character. Excluded categories match whatever their case or width.",
+    )
+    schemas["BatchRequest"] = BATCH_REQUEST
     for unused in ("HTTPValidationError", "ValidationError"):  # FastAPI's; ours is exact
         schemas.pop(unused, None)
     doc["components"]["securitySchemes"] = {

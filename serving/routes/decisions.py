@@ -168,7 +168,7 @@ async def decide_raw(state: State, authorization: str, read_body: ReadBody) -> t
 @raw_router.post(
     "/batch",
     response_model=BatchResponse,
-    openapi_extra=openapi.body("ValidBatch"),
+    openapi_extra=openapi.body("BatchRequest"),
 )
 async def decide_batch(http: Request) -> Response:
     """Decide up to 1,000 requests; each item gets the status it would have had alone."""
