@@ -414,9 +414,8 @@ def swaps(world: World, work: Path, promotions: int, seed: int = 0) -> SwapRepor
     # Champion intervals (monotonic time): the alias moves, then every server reloads; an
     # answer is right if its version was champion at some moment while it was in flight.
     timeline: list[tuple[float, str]] = [(0.0, first)]
+    reloaded: list[float] = []
     server = Server(server_env(world, work / "audit.db"), work / "server.log")
-    probe = [request_for(world, random.Random(seed), "P") for _ in range(40)]
-    scores: dict[str, dict[str, list[float | None]]] = {}  # buyer -> version -> scores seen
     with running(server):
         admin = httpx.Client(base_url=server.base, headers=ADMIN, timeout=60)
         with (
@@ -427,9 +426,12 @@ def swaps(world: World, work: Path, promotions: int, seed: int = 0) -> SwapRepor
                 time.sleep(rng.uniform(0.3, 1.0))
                 version = second if i % 2 == 0 else first
                 client.set_registered_model_alias(MODEL, "champion", version)
-                timeline.append((time.monotonic(), version))
+                moved = time.monotonic()
                 reload = admin.post("/v1/admin/model/reload")
                 assert reload.status_code == 200, reload.text
+                # The old version may answer until the reload is done; the new one from the move.
+                timeline.append((moved, version))
+                reloaded.append(time.monotonic())
                 report.promotions += 1
                 if i % 3 == 2:  # a store refresh between promotions, under the same load
                     as_of = world.as_of[report.materializations % 2]
@@ -437,8 +439,7 @@ def swaps(world: World, work: Path, promotions: int, seed: int = 0) -> SwapRepor
                     report.materializations += 1
             time.sleep(1.0)
         admin.close()
-    del probe, scores
-    champion_at = _intervals(timeline)
+    champion_at = _intervals(timeline, reloaded)
     for sent in singles.sent + batches.sent:
         report.requests += 1
         if sent.status != 200:
@@ -468,8 +469,11 @@ def swaps(world: World, work: Path, promotions: int, seed: int = 0) -> SwapRepor
     return report
 
 
-def _intervals(timeline: list[tuple[float, str]]) -> list[tuple[float, float, str]]:
-    ends = [t for t, _ in timeline[1:]] + [float("inf")]
+def _intervals(
+    timeline: list[tuple[float, str]], reloaded: list[float]
+) -> list[tuple[float, float, str]]:
+    """(from, until, version): champion from its alias move until the next reload is done."""
+    ends = [*reloaded, float("inf")]
     return [(start, end, v) for (start, v), end in zip(timeline, ends, strict=True)]
 
 
