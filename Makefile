@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_SERVE ?= 1
 
-.PHONY: help install test test-fast lint demo bench clean
+.PHONY: help install test test-fast lint demo bench fuzz clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -38,6 +38,9 @@ bench: $(STAMP) ## Run every benchmark in benchmarks/ (figures go to docs/benchm
 	@command -v wrk >/dev/null && command -v valgrind >/dev/null || \
 		(apt-get update -qq && apt-get install -y -qq wrk valgrind)
 	@for script in benchmarks/bench_*.py; do echo "== $$script"; $(PY) $$script || exit 1; done
+
+fuzz: $(STAMP) ## schemathesis, every phase and check, 100 examples an operation (docs/reliability.md)
+	$(PY) benchmarks/fuzz.py --examples 100
 
 # Only what is generated and made again by `make install` / `make demo`. Never the registry
 # (mlflow.db, mlruns/), the online store or the audit log (data/*.db), nor any other folder of

@@ -7,11 +7,12 @@ and runs while it serves (`serving.lifespan`, `serving.background`).
 
 from __future__ import annotations
 
+import functools
 import time
 
 from fastapi import FastAPI
 
-from serving import error_handlers
+from serving import error_handlers, openapi
 from serving.config import Settings
 from serving.lifespan import lifespan
 from serving.middleware import DecisionAPI
@@ -40,11 +41,13 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         summary="Unshipped fast refunds: hard rules, buyer premium score, audited decisions.",
         version="1",
         lifespan=lifespan(settings, clock or time.time),
+        generate_unique_id_function=lambda route: route.name,  # operationIds: decide, ...
     )
     app.include_router(decisions.raw_router)  # served by the decision lane, documented here
     app.include_router(decisions.router)
     app.include_router(admin.router)
     app.include_router(health.router)
     error_handlers.install(app)
+    app.openapi = functools.partial(openapi.document, app)  # type: ignore[method-assign]
     app.max_body_bytes = settings.max_body_bytes  # enforced outermost, see DecisionAPI
     return app

@@ -10,8 +10,10 @@ from __future__ import annotations
 import logging
 
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException
 from starlette.types import Receive, Scope, Send
 
 from serving.audit import AuditUnavailable
@@ -38,6 +40,19 @@ async def validation_error(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": detail}, status_code=422)
 
 
+async def unreadable_body(request: Request, exc: Exception) -> Response:
+    """A body FastAPI could not read (JSON that is not UTF-8) is a 422 naming the body.
+
+    FastAPI answers 400 "There was an error parsing the body" when reading a body fails
+    with anything but a JSON syntax error; this API raises no 400 of its own, so every 400
+    is that one, answered as the other bad bodies are. Other HTTP errors pass unchanged.
+    """
+    if not isinstance(exc, HTTPException) or exc.status_code != 400:
+        return await http_exception_handler(request, exc)  # type: ignore[arg-type]
+    detail = [{"loc": ["body"], "msg": "the body is not JSON in UTF-8", "type": "json_invalid"}]
+    return JSONResponse({"detail": detail}, status_code=422)
+
+
 async def audit_down(request: Request, exc: Exception) -> JSONResponse:
     """503 when the audit log is down: nothing was recorded, so nothing is decided."""
     logger.error("audit log unavailable", extra={"fields": {"error": str(exc)}})
@@ -58,8 +73,9 @@ async def unexpected(request: Request, exc: Exception) -> JSONResponse:
 
 
 def install(app: FastAPI) -> None:
-    """Register the handlers: 422 for a bad request, 503 when the audit log is down or for
-    anything unexpected."""
+    """Register the handlers: 422 for a bad request or an unreadable body, 503 when the audit
+    log is down or for anything unexpected."""
     app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(HTTPException, unreadable_body)
     app.add_exception_handler(AuditUnavailable, audit_down)
     app.add_exception_handler(Exception, unexpected)

@@ -15,6 +15,7 @@ from pydantic import (
     PlainSerializer,
     StrictBool,
     StringConstraints,
+    WithJsonSchema,
     field_validator,
 )
 
@@ -34,7 +35,15 @@ def _fen_text(fen: int) -> str:
     return f"{fen // 100}.{fen % 100:02d}"
 
 
-PaidFen = Annotated[int, PlainSerializer(_fen_text, return_type=str)]
+# What a client sends: a decimal string of at least 0.01 with at most two decimals (the
+# pattern is exactly what `Order._parse_amount` accepts, so a generated client and
+# schemathesis send what is taken).
+AMOUNT_PATTERN = r"^(0\.(0[1-9]|[1-9][0-9]?)|[1-9][0-9]{0,8}(\.[0-9]{1,2})?)$"
+PaidFen = Annotated[
+    int,
+    PlainSerializer(_fen_text, return_type=str),
+    WithJsonSchema({"type": "string", "pattern": AMOUNT_PATTERN, "examples": ["299.99"]}),
+]
 
 
 class _Strict(BaseModel):

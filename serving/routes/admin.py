@@ -14,6 +14,7 @@ from fastapi import APIRouter, HTTPException, Path, status
 from serving.audit import AuditUnavailable
 from serving.deps import AdminDep, ServiceDep
 from serving.model import ModelUnavailable
+from serving.openapi import BuyerView, ReloadAnswer, ShopView
 from serving.schemas import Id, RevocationChange, ShopEligibilityChange
 from serving.service import Service
 from serving.store import OnlineStore, StoreUnavailable
@@ -92,13 +93,13 @@ def _buyer_view(store: OnlineStore, buyer_id: str) -> dict:
     }
 
 
-@router.get("/buyers/{buyer_id}")
+@router.get("/buyers/{buyer_id}", response_model=BuyerView)
 async def get_buyer(buyer_id: BuyerId, caller: AdminDep, service: ServiceDep) -> dict:
     """What the online store knows about a buyer."""
     return _buyer_view(_store(service), buyer_id)
 
 
-@router.post("/buyers/{buyer_id}/revoke")
+@router.post("/buyers/{buyer_id}/revoke", response_model=BuyerView)
 async def revoke_buyer(
     buyer_id: BuyerId, change: RevocationChange, caller: AdminDep, service: ServiceDep
 ) -> dict:
@@ -116,7 +117,7 @@ async def revoke_buyer(
     return _buyer_view(store, buyer_id)
 
 
-@router.post("/buyers/{buyer_id}/restore")
+@router.post("/buyers/{buyer_id}/restore", response_model=BuyerView)
 async def restore_buyer(
     buyer_id: BuyerId, change: RevocationChange, caller: AdminDep, service: ServiceDep
 ) -> dict:
@@ -147,14 +148,14 @@ def _shop_view(store: OnlineStore, shop_id: str) -> dict:
     }
 
 
-@router.get("/shops/{shop_id}")
+@router.get("/shops/{shop_id}", response_model=ShopView)
 async def get_shop(shop_id: ShopId, caller: AdminDep, service: ServiceDep) -> dict:
     """A shop's eligibility and the metrics it was decided from, including the approved
     pre-shipment refunds whose order later got a tracking number (POLICY.md's risk)."""
     return _shop_view(_store(service), shop_id)
 
 
-@router.put("/shops/{shop_id}/eligibility")
+@router.put("/shops/{shop_id}/eligibility", response_model=ShopView)
 async def set_shop_eligibility(
     shop_id: ShopId, change: ShopEligibilityChange, caller: AdminDep, service: ServiceDep
 ) -> dict:
@@ -172,7 +173,7 @@ async def set_shop_eligibility(
     return _shop_view(store, shop_id)
 
 
-@router.post("/model/reload")
+@router.post("/model/reload", response_model=ReloadAnswer)
 async def reload_model(caller: AdminDep, service: ServiceDep) -> dict:
     """Load the current champion and swap it in without dropping requests."""
     previous = service.champion.version if service.champion is not None else None

@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from pydantic_core import to_json
 from starlette.datastructures import State
 
+from serving import openapi
 from serving.coalesce import Coalescer
 from serving.deps import DeciderDep, ServiceDep, caller_for
 from serving.schemas import (
@@ -47,13 +48,6 @@ router = APIRouter(prefix="/v1/refund-decisions", tags=["decisions"])
 # The two decision routes, documented like the others but served by RawRoute.
 raw_router = APIRouter(prefix="/v1/refund-decisions", tags=["decisions"], route_class=RawRoute)
 logger = logging.getLogger("serving.decisions")
-
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"description": "Missing or invalid bearer token"},
-    409: {"description": "The refund_id was already decided for a different request"},
-    422: {"description": "Invalid request; the detail names the field"},
-    503: {"description": "The audit log is down: fall back to merchant review"},
-}
 
 
 def _json_bytes(payload: dict) -> bytes:
@@ -111,13 +105,7 @@ def _errors(exc: ValidationError, prefix: tuple = ()) -> list[dict]:
 @raw_router.post(
     "",
     response_model=DecisionResponse,
-    responses=_ERRORS,
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": DecisionRequest.model_json_schema()}},
-        }
-    },
+    openapi_extra=openapi.body("DecisionRequest"),  # error statuses: serving.openapi
 )
 async def decide(http: Request) -> Response:
     """Decide one refund request: auto_approve only when every rule passes."""
@@ -180,13 +168,7 @@ async def decide_raw(state: State, authorization: str, read_body: ReadBody) -> t
 @raw_router.post(
     "/batch",
     response_model=BatchResponse,
-    responses=_ERRORS,
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": ValidBatch.model_json_schema()}},
-        }
-    },
+    openapi_extra=openapi.body("BatchRequest"),
 )
 async def decide_batch(http: Request) -> Response:
     """Decide up to 1,000 requests; each item gets the status it would have had alone."""
@@ -260,7 +242,7 @@ async def decide_batch_raw(
     return 200, body.encode()
 
 
-@router.get("/{refund_id}", response_model=DecisionResponse, responses=_ERRORS)
+@router.get("/{refund_id}", response_model=DecisionResponse)
 async def get_decision(refund_id: str, caller: DeciderDep, service: ServiceDep) -> Response:
     """The stored decision for a refund, as it was answered."""
     stored = service.open_audit().get(refund_id)

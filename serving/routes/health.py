@@ -3,22 +3,24 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Response
+from fastapi.responses import PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from serving.audit import AuditUnavailable
 from serving.deps import ServiceDep
+from serving.openapi import Health, Readiness
 from serving.store import StoreUnavailable
 
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz")
+@router.get("/healthz", response_model=Health)
 async def healthz() -> dict:
     """The process is up."""
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get("/readyz", response_model=Readiness)
 async def readyz(service: ServiceDep, response: Response) -> dict:
     """Ready when the champion, the online store and the audit log are all usable.
 
@@ -51,7 +53,7 @@ async def readyz(service: ServiceDep, response: Response) -> dict:
     return {"ready": ready, "checks": checks, "policy_version": service.policy.version}
 
 
-@router.get("/metrics")
+@router.get("/metrics", response_class=PlainTextResponse)
 async def metrics(service: ServiceDep) -> Response:
     """Prometheus text format."""
     return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)
