@@ -23,9 +23,7 @@ from tests.serving.conftest import DAY, NOW, body
 POLICY = load_policy()  # 300 CNY, 3 orders and 30 days of history, 2 a day and 6 in 30 days
 # Loss budget caps (fen of P(bad) x paid amount): 100 CNY a shop a day, 50 CNY a buyer a month.
 CAPPED = POLICY.model_copy(
-    update={
-        "loss_budget": LossBudget(max_per_shop_day_fen=10_000, max_per_buyer_30_days_fen=5_000)
-    }
+    update={"loss_budget": LossBudget(max_per_shop_day_fen=10_000, max_per_buyer_30_days_fen=5_000)}
 )
 THRESHOLD = 0.05
 
