@@ -40,6 +40,8 @@ CREATE TABLE IF NOT EXISTS decisions (
 );
 CREATE INDEX IF NOT EXISTS approvals_by_buyer
     ON decisions (buyer_id, decided_at) WHERE decision = 'auto_approve';
+CREATE INDEX IF NOT EXISTS approvals_by_shop
+    ON decisions (shop_id, decided_at) WHERE decision = 'auto_approve';
 CREATE TABLE IF NOT EXISTS snapshots (
     id TEXT PRIMARY KEY,
     as_of TEXT NOT NULL,
@@ -348,6 +350,29 @@ class AuditTransaction:
             (now - DAY_SECONDS, buyer_id, now - 30 * DAY_SECONDS),
         ).fetchone()
         return int(row[0]), int(row[1])
+
+    def expected_loss_approved(
+        self, shop_id: str, buyer_id: str, now: float
+    ) -> tuple[float, float]:
+        """The expected loss auto-approved (sum of P(bad) x paid amount, fen) for a shop in
+        the last day and for a buyer in the last 30 days before `now`: the loss budget's
+        running sums, read from each approval's answer (its score) and request (its paid
+        amount, "299.99" CNY: rounded to fen)."""
+        loss = (
+            "COALESCE(SUM(json_extract(response, '$.buyer.score') * "
+            "ROUND(CAST(json_extract(request, '$.order.paid_amount') AS REAL) * 100)), 0.0)"
+        )
+        shop = self._conn.execute(
+            f"SELECT {loss} FROM decisions WHERE shop_id = ? AND decision = 'auto_approve' "
+            "AND decided_at > ?",
+            (shop_id, now - DAY_SECONDS),
+        ).fetchone()
+        buyer = self._conn.execute(
+            f"SELECT {loss} FROM decisions WHERE buyer_id = ? AND decision = 'auto_approve' "
+            "AND decided_at > ?",
+            (buyer_id, now - 30 * DAY_SECONDS),
+        ).fetchone()
+        return float(shop[0]), float(buyer[0])
 
     def get_many(self, refund_ids: Sequence[str]) -> dict[str, DecisionRecord]:
         """The stored decisions among these refund ids, in one statement."""

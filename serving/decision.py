@@ -57,6 +57,7 @@ def decide(
     now: float,
     *,
     unavailable: str | None = None,
+    exposure: tuple[float, float] = (0.0, 0.0),
 ) -> Decision:
     """Judge one request: auto_approve only when every rule passes.
 
@@ -80,6 +81,9 @@ def decide(
         now: When the decision is made (epoch seconds): the account's age is taken at it.
         unavailable: Why the buyer, the shop and the score could not be read at all (the
             store is down): their rules are not judged, and one SCORE_UNAVAILABLE says why.
+        exposure: The expected loss (P(bad) x paid amount, fen) already auto-approved for the
+            request's shop in the last day and for its buyer in the last 30 days before
+            `now`; judged only when the policy sets a loss budget and there is a score.
 
     Returns:
         The decision, its reasons, the premium flag and the note.
@@ -113,6 +117,9 @@ def decide(
             # An unknown buyer has no history rather than an unavailable score.
             failures.append(not_premium)
     failures.append(rules.within_velocity(*approvals, policy.velocity))
+    if policy.loss_budget.active and score is not None and math.isfinite(score):
+        expected_loss = score * order.paid_amount
+        failures.append(rules.within_loss_budget(expected_loss, *exposure, policy.loss_budget))
     if unavailable is not None:
         failures.append(rules.Failure(rules.Reason.SCORE_UNAVAILABLE, unavailable))
     failed = [failure for failure in failures if failure is not None]

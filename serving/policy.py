@@ -39,6 +39,19 @@ class ShopEligibility(_Frozen):
     min_events_for_rate: int = Field(ge=0)
 
 
+class LossBudget(_Frozen):
+    """Caps on the expected loss auto-approved (P(bad) x paid amount, in fen) over rolling
+    windows ending at the decision; a cap left out (null) is not applied."""
+
+    max_per_shop_day_fen: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    max_per_buyer_30_days_fen: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+
+    @property
+    def active(self) -> bool:
+        """Whether any cap is set."""
+        return self.max_per_shop_day_fen is not None or self.max_per_buyer_30_days_fen is not None
+
+
 def category_key(category: str) -> str:
     """A category as the exclusion list compares it: NFKC-normalized (full-width letters as
     ASCII), trimmed, case-folded. (A request's category with invisible characters is refused
@@ -56,6 +69,7 @@ class Policy(_Frozen):
     velocity: Velocity
     shop_eligibility: ShopEligibility
     revoke_on_confirmed_abuse: bool = True
+    loss_budget: LossBudget = LossBudget()
 
     @field_validator("excluded_categories")
     @classmethod

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
-from serving.policy import MinHistory, Velocity, category_key
+from serving.policy import LossBudget, MinHistory, Velocity, category_key
 
 # POLICY.md, word for word: the note an automatic approval carries.
 APPROVAL_NOTE = "该用户为平台优质用户且订单满足极速退款条件,平台已自动审核通过卖家发货前仅退款申请"
@@ -38,6 +38,7 @@ class Reason(StrEnum):
     BUYER_NO_HISTORY = "BUYER_NO_HISTORY"
     BUYER_NOT_PREMIUM = "BUYER_NOT_PREMIUM"
     VELOCITY_LIMIT = "VELOCITY_LIMIT"
+    LOSS_BUDGET_EXCEEDED = "LOSS_BUDGET_EXCEEDED"
     SCORE_UNAVAILABLE = "SCORE_UNAVAILABLE"
 
 
@@ -146,6 +147,32 @@ def within_velocity(
             Reason.VELOCITY_LIMIT,
             f"{approvals_last_30_days} auto-approvals in the last 30 days "
             f"(limit {limits.max_auto_approvals_per_30_days})",
+        )
+    return None
+
+
+def within_loss_budget(
+    expected_loss_fen: float,
+    shop_last_day_fen: float,
+    buyer_last_30_days_fen: float,
+    budget: LossBudget,
+) -> Failure | None:
+    """Another auto-approval keeps the expected loss approved (P(bad) x paid amount) within
+    the shop's daily cap and the buyer's 30-day cap (rolling windows ending at the decision)."""
+    shop_cap, buyer_cap = budget.max_per_shop_day_fen, budget.max_per_buyer_30_days_fen
+    if shop_cap is not None and shop_last_day_fen + expected_loss_fen > shop_cap:
+        return Failure(
+            Reason.LOSS_BUDGET_EXCEEDED,
+            f"the shop's expected loss approved in the last day would reach "
+            f"{_fen(round(shop_last_day_fen + expected_loss_fen))} CNY "
+            f"(cap {_fen(round(shop_cap))} CNY)",
+        )
+    if buyer_cap is not None and buyer_last_30_days_fen + expected_loss_fen > buyer_cap:
+        return Failure(
+            Reason.LOSS_BUDGET_EXCEEDED,
+            f"the buyer's expected loss approved in the last 30 days would reach "
+            f"{_fen(round(buyer_last_30_days_fen + expected_loss_fen))} CNY "
+            f"(cap {_fen(round(buyer_cap))} CNY)",
         )
     return None
 

@@ -146,6 +146,9 @@ class Service(Supervisor):
                 known = tx.get_many([request.refund_id for request in requests])
                 approvals = tx.approvals_many((r.order.buyer_id for r in requests), now)
             pending: list[DecisionRecord] = []
+            batch_loss: dict[
+                tuple[str, str], float
+            ] = {}  # expected loss approved earlier in the batch
             for i, request in enumerate(requests):
                 request_text = request.model_dump_json()
                 request_hash = hashlib.sha256(request_text.encode()).hexdigest()
@@ -159,8 +162,16 @@ class Service(Supervisor):
                         continue
                     counts = approvals.get(buyer_id, (0, 0))
                 score = scores[i] if scores is not None else None
+                exposure = (0.0, 0.0)
+                if self.policy.loss_budget.active:  # the loss budget's running sums
+                    shop_id = request.order.shop_id
+                    day, month = tx.expected_loss_approved(shop_id, buyer_id, now)
+                    exposure = (
+                        day + batch_loss.get(("shop", shop_id), 0.0),
+                        month + batch_loss.get(("buyer", buyer_id), 0.0),
+                    )
                 reply, record, failed = self._decide_one(
-                    context, request, request_text, request_hash, found[i], score, counts
+                    context, request, request_text, request_hash, found[i], score, counts, exposure
                 )
                 if single:
                     if not tx.insert(record):  # the refund_id was decided before
@@ -172,6 +183,10 @@ class Service(Supervisor):
                     pending.append(record)
                     if record.decision == rules.AUTO_APPROVE:
                         approvals[buyer_id] = (counts[0] + 1, counts[1] + 1)
+                        if score is not None:  # this batch's approvals are not stored yet
+                            loss = score * request.order.paid_amount
+                            for key in (("shop", request.order.shop_id), ("buyer", buyer_id)):
+                                batch_loss[key] = batch_loss.get(key, 0.0) + loss
                 replies.append(reply)
                 made.append((record.decision, failed))
             if commit and pending and tx.insert_many(pending) != len(pending):
@@ -194,6 +209,7 @@ class Service(Supervisor):
         found: tuple[BuyerRecord | None, ShopRecord | None],
         score: float | None,
         approvals: tuple[int, int],
+        exposure: tuple[float, float] = (0.0, 0.0),
     ) -> tuple[Answer, DecisionRecord, tuple[rules.Failure, ...]]:
         """One request's decision, its answer and its audit record (not yet stored)."""
         champion, columns = context.champion, context.meta.feature_columns if context.meta else ()
@@ -209,6 +225,7 @@ class Service(Supervisor):
             self.policy,
             context.now,
             unavailable=context.store_failure,
+            exposure=exposure,
         )
         reply = answers.decision_answer(
             request.refund_id,

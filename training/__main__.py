@@ -15,6 +15,7 @@ import math
 import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -264,6 +265,107 @@ def retrain_command(config: RetrainConfig) -> None:
             _echo_promotion(result.promotion)
         typer.echo(f"online store: {result.store_note}")
         typer.echo(f"retrain run id {result.run_id}")
+
+
+@app.command("backtest")
+def backtest_command(
+    data: Annotated[Path, typer.Option("--data", help="The transaction log (a folder).")],
+    policy: Annotated[Path, typer.Option(help="The policy file to replay (YAML).")],
+    out: Annotated[Path, typer.Option(help="Folder for the tables and report.html.")],
+    against: Annotated[
+        Path | None, typer.Option(help="A second policy file, shown side by side.")
+    ] = None,
+    model: Annotated[
+        str | None, typer.Option(help="Score every request with this registered version.")
+    ] = None,
+    as_trained: Annotated[
+        bool,
+        typer.Option(
+            "--as-trained", help="Score each request with the champion of its time (promotions)."
+        ),
+    ] = False,
+    sweep: Annotated[int, typer.Option(min=0, help="Thresholds in the sweep plot.")] = 8,
+) -> None:
+    """Replay every pre-shipment refund-only request of the log through the serving rules,
+    point in time, and write the figures (docs/backtest.md)."""
+    with _failures(), _bad_backtest_input():
+        from training.backtest_run import (
+            model_schedule,
+            read_policies,
+            run_backtest,
+            write_backtest,
+        )
+
+        if model is not None and as_trained:
+            raise typer.BadParameter("--model and --as-trained are exclusive")
+        base, other = read_policies(policy, against)
+        schedule = model_schedule(model, as_trained)
+        result = run_backtest(data, base, schedule, other, sweep)
+        write_backtest(result, out)
+        overall = result.tables["overall"].iloc[0]
+        typer.echo(
+            f"replayed {result.requests:,} requests in {result.seconds:.1f} s "
+            f"({result.requests_per_second:,.0f} requests/s); model: {schedule.description}"
+        )
+        typer.echo(
+            f"policy {base.version}: auto-approved {int(overall['auto_approved']):,} "
+            f"({overall['coverage']:.1%}), abuse approved {int(overall['abuse_approved'])} "
+            f"({overall['abuse_approved_cny']:,.2f} CNY), CNY at risk {overall['cny_at_risk']:,.2f}"
+        )
+        if other is not None:
+            side = result.tables["overall_side_by_side"].iloc[0]
+            typer.echo(
+                f"policy {other.version}: auto-approved {int(side['auto_approved_against']):,} "
+                f"({side['auto_approved_difference']:+,.0f}), abuse approved CNY "
+                f"{side['abuse_approved_cny_against']:,.2f} "
+                f"({side['abuse_approved_cny_difference']:+,.2f})"
+            )
+        typer.echo(f"wrote {out}/report.html and its tables")
+
+
+@app.command("merchant-report")
+def merchant_report_command(
+    shop: Annotated[str, typer.Option(help="The shop id.")],
+    data: Annotated[Path, typer.Option("--data", help="The transaction log (a folder).")],
+    out: Annotated[Path, typer.Option(help="The HTML page to write.")],
+    policy: Annotated[
+        Path | None, typer.Option(help="The policy file (default: serving/policy.yaml).")
+    ] = None,
+    model: Annotated[
+        str | None, typer.Option(help="A registered version (default: the current champion).")
+    ] = None,
+) -> None:
+    """Write the page a merchant is shown: reviews saved, time to refund, disputes before and
+    after the service, and the orders with a tracking number after an approved refund."""
+    with _failures(), _bad_backtest_input():
+        from serving.policy import load_policy
+        from training.backtest_report import merchant_page
+        from training.backtest_run import (
+            check_shop,
+            merchant_table,
+            model_schedule,
+            read_policies,
+            run_backtest,
+            write_file_atomically,
+        )
+
+        check_shop(data, shop)
+        base = read_policies(policy, None)[0] if policy is not None else load_policy()
+        result = run_backtest(data, base, model_schedule(model, False), sweep_points=0)
+        mine = merchant_table(result, shop)
+        write_file_atomically(out, merchant_page(shop, result, mine))
+        typer.echo(f"wrote {out}: {len(mine):,} requests of shop {shop}")
+
+
+@contextmanager
+def _bad_backtest_input() -> Iterator[None]:
+    from training.backtest_run import BacktestInputError
+
+    try:
+        yield
+    except (BacktestInputError, typer.BadParameter) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(EXIT_BAD_INPUT) from exc
 
 
 if __name__ == "__main__":

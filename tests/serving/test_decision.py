@@ -14,13 +14,17 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from serving.decision import Decision, decide
-from serving.policy import load_policy
+from serving.policy import LossBudget, load_policy
 from serving.records import BuyerRecord, ShopRecord
 from serving.rules import APPROVAL_NOTE, AUTO_APPROVE, MANUAL_REVIEW, Reason
 from serving.schemas import DecisionRequest
 from tests.serving.conftest import DAY, NOW, body
 
 POLICY = load_policy()  # 300 CNY, 3 orders and 30 days of history, 2 a day and 6 in 30 days
+# Loss budget caps (fen of P(bad) x paid amount): 100 CNY a shop a day, 50 CNY a buyer a month.
+CAPPED = POLICY.model_copy(
+    update={"loss_budget": LossBudget(max_per_shop_day_fen=10_000, max_per_buyer_30_days_fen=5_000)}
+)
 THRESHOLD = 0.05
 
 
@@ -49,6 +53,8 @@ def judge(
     threshold: float | None = THRESHOLD,
     approvals: tuple[int, int] = (0, 0),
     unavailable: str | None = None,
+    policy: object = POLICY,
+    exposure: tuple[float, float] = (0.0, 0.0),
 ) -> Decision:
     """`decide` on a request that passes every rule unless told otherwise."""
     request = DecisionRequest.model_validate(body(kind=kind, **(order or {})))
@@ -60,9 +66,10 @@ def judge(
         score,
         threshold,
         approvals,
-        POLICY,
+        policy,  # type: ignore[arg-type]
         NOW,
         unavailable=unavailable,
+        exposure=exposure,
     )
 
 
@@ -131,6 +138,24 @@ TABLE: list[tuple[str, dict, list[str]]] = [
     ("one below both limits", {"approvals": (1, 5)}, []),
     ("the daily limit reached", {"approvals": (2, 2)}, ["VELOCITY_LIMIT"]),
     ("the 30-day limit reached", {"approvals": (0, 6)}, ["VELOCITY_LIMIT"]),
+    # The loss budget: this expected loss (0.01 x 299.99 CNY = 299.99 fen) may reach a cap.
+    ("no budget in the policy", {"exposure": (1e9, 1e9)}, []),
+    ("within both caps", {"policy": CAPPED, "exposure": (9_700.0, 4_700.0)}, []),
+    (
+        "the shop's day cap passed",
+        {"policy": CAPPED, "exposure": (9_701.0, 0.0)},
+        ["LOSS_BUDGET_EXCEEDED"],
+    ),
+    (
+        "the buyer's 30-day cap passed",
+        {"policy": CAPPED, "exposure": (0.0, 4_701.0)},
+        ["LOSS_BUDGET_EXCEEDED"],
+    ),
+    (
+        "over the budget and not premium",
+        {"policy": CAPPED, "score": 0.9, "exposure": (9_999.0, 0.0)},
+        ["BUYER_NOT_PREMIUM", "LOSS_BUDGET_EXCEEDED"],
+    ),
     # The store cannot be read: its rules are not judged, one reason says why.
     (
         "the store down",
