@@ -70,6 +70,9 @@ class Policy(_Frozen):
     shop_eligibility: ShopEligibility
     revoke_on_confirmed_abuse: bool = True
     loss_budget: LossBudget = LossBudget()
+    # The highest premium threshold (P(bad)) a model may carry: above it serving refuses the
+    # model, and no decision approves on it.
+    max_premium_threshold: float = Field(default=0.5, gt=0, le=1, allow_inf_nan=False)
 
     @field_validator("excluded_categories")
     @classmethod

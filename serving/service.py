@@ -224,6 +224,7 @@ class Service(Supervisor):
             approvals,
             self.policy,
             context.now,
+            feature_count=len(columns),
             unavailable=context.store_failure,
             exposure=exposure,
         )

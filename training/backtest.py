@@ -341,7 +341,16 @@ def replay(
             shop.prune(now - DAY_S)
             exposure = (sum(shop.losses), sum(mine.losses))
         made = decide(
-            request, buyer, shops[i], score, cut, approvals, policy, now, exposure=exposure
+            request,
+            buyer,
+            shops[i],
+            score,
+            cut,
+            approvals,
+            policy,
+            now,
+            feature_count=vectors.shape[1],
+            exposure=exposure,
         )
         decisions.append(made.decision)
         reasons.append("; ".join(failure.code.value for failure in made.reasons))

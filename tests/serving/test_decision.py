@@ -13,12 +13,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from serving.decision import Decision, decide
+from serving.decision import REQUIRED_RULES, Decision, approval_problem, decide
 from serving.policy import LossBudget, load_policy
 from serving.records import BuyerRecord, ShopRecord
 from serving.rules import APPROVAL_NOTE, AUTO_APPROVE, MANUAL_REVIEW, Reason
 from serving.schemas import DecisionRequest
-from tests.serving.conftest import DAY, NOW, body
+from tests.serving.conftest import COLUMNS, DAY, NOW, body
 
 POLICY = load_policy()  # 300 CNY, 3 orders and 30 days of history, 2 a day and 6 in 30 days
 # Loss budget caps (fen of P(bad) x paid amount): 100 CNY a shop a day, 50 CNY a buyer a month.
@@ -68,6 +68,7 @@ def judge(
         approvals,
         policy,  # type: ignore[arg-type]
         NOW,
+        feature_count=len(COLUMNS),
         unavailable=unavailable,
         exposure=exposure,
     )
@@ -251,8 +252,8 @@ def test_the_account_age_is_taken_at_now() -> None:
     request = DecisionRequest.model_validate(body())
     young = buyer(age_days=29.5)
     args = (request, young, ELIGIBLE, 0.01, THRESHOLD, (0, 0), POLICY)
-    assert codes(decide(*args, NOW)) == ["BUYER_NO_HISTORY"]
-    assert codes(decide(*args, NOW + DAY)) == []
+    assert codes(decide(*args, NOW, feature_count=2)) == ["BUYER_NO_HISTORY"]
+    assert codes(decide(*args, NOW + DAY, feature_count=2)) == []
 
 
 _RANK = {reason: i for i, reason in enumerate(Reason)}
@@ -293,3 +294,52 @@ def test_approved_exactly_when_no_rule_failed_and_reasons_are_always_in_order(
     approved = decision.decision == AUTO_APPROVE
     assert approved == (not decision.reasons) == (decision.note == APPROVAL_NOTE)
     assert not approved or decision.premium
+
+
+# The fail-open path of the security review: a known buyer (a real registration date, enough
+# orders) whose stored vector is empty or of another length was approved with no score.
+@pytest.mark.parametrize("vector", [np.empty(0), np.array([0.01]), np.array([0.01, 3.0, 1.0])])
+def test_a_known_buyer_without_a_full_feature_vector_is_never_approved(vector) -> None:
+    hollow = buyer()._replace(features=vector)
+    decision = judge(buyer_record=hollow, score=None)
+    assert decision.decision == MANUAL_REVIEW
+    assert codes(decision) == ["SCORE_UNAVAILABLE"]
+    assert decision.premium is False
+    # Even with a score handed in (a caller that scored something else), no approval.
+    assert codes(judge(buyer_record=hollow, score=0.01)) == ["SCORE_UNAVAILABLE"]
+
+
+@pytest.mark.parametrize("threshold", [1.0, 0.5000001, 0.0, -0.1, math.inf, math.nan])
+def test_a_threshold_outside_the_policy_range_approves_nobody(threshold: float) -> None:
+    decision = judge(score=0.0, threshold=threshold)
+    assert decision.decision == MANUAL_REVIEW
+    assert codes(decision) in (["SCORE_UNAVAILABLE"], ["BUYER_NOT_PREMIUM"])  # -0.1: above it
+    assert judge(threshold=POLICY.max_premium_threshold).decision == AUTO_APPROVE
+
+
+def _passing() -> dict:
+    return dict.fromkeys(REQUIRED_RULES)
+
+
+def test_the_invariant_on_its_own() -> None:
+    ok = (buyer(), 0.01, THRESHOLD, 2, POLICY)
+    assert approval_problem(_passing(), *ok) is None
+    for name in REQUIRED_RULES:  # a rule skipped
+        skipped = {k: v for k, v in _passing().items() if k != name}
+        assert name in (approval_problem(skipped, *ok) or "")
+    assert "within_loss_budget" in (approval_problem(_passing(), *ok[:4], CAPPED) or "")
+    broken = {
+        "unknown buyer": (None, 0.01, THRESHOLD, 2, POLICY),
+        "no registration": (buyer(known=False), 0.01, THRESHOLD, 2, POLICY),
+        "empty vector": (buyer()._replace(features=np.empty(0)), 0.01, THRESHOLD, 2, POLICY),
+        "short vector": (buyer(), 0.01, THRESHOLD, 3, POLICY),
+        "no score": (buyer(), None, THRESHOLD, 2, POLICY),
+        "NaN score": (buyer(), math.nan, THRESHOLD, 2, POLICY),
+        "negative score": (buyer(), -0.5, THRESHOLD, 2, POLICY),
+        "no threshold": (buyer(), 0.01, None, 2, POLICY),
+        "threshold 1": (buyer(), 0.01, 1.0, 2, POLICY),
+        "threshold 0": (buyer(), 0.0, 0.0, 2, POLICY),
+        "above": (buyer(), 0.06, THRESHOLD, 2, POLICY),
+    }
+    for case, args in broken.items():
+        assert approval_problem(_passing(), *args) is not None, case

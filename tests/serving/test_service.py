@@ -113,3 +113,16 @@ def test_evaluate_answers_like_decide_and_records_nothing(client: TestClient) ->
     third = service.evaluate([DecisionRequest.model_validate(body("EV3"))])[0]
     assert codes(third.body) == ["VELOCITY_LIMIT"]
     assert client.get(f"{URL}/EV3", headers=DECIDER).status_code == 404
+
+
+def test_a_known_buyer_stored_with_an_empty_vector_is_not_approved(
+    settings: Settings, make_client
+) -> None:
+    # The security review's fail-open path: materialize never writes such a row, an older or
+    # newer store schema or a hand repair does (a real registration date, 10 orders).
+    with sqlite3.connect(settings.store_path) as db:
+        db.execute("INSERT INTO buyers VALUES ('B_HOLLOW', 1.6e9, 10, x'', 0, NULL)")
+    answer = decide(make_client(), body("HOLLOW", buyer_id="B_HOLLOW"))
+    assert answer["decision"] == "manual_review"
+    assert codes(answer) == ["SCORE_UNAVAILABLE"]
+    assert answer["buyer"]["premium"] is False and "note" not in answer

@@ -55,6 +55,7 @@ def test_threshold_one_with_every_rule_off_approves_every_candidate(prepared) ->
                 }
             ),
             "revoke_on_confirmed_abuse": False,
+            "max_premium_threshold": 1.0,
         }
     )
     decided = bt.replay(prepared, off, threshold=1.0)
