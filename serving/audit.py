@@ -18,6 +18,7 @@ from typing import NamedTuple
 import numpy as np
 from pydantic_core import to_json
 
+from serving.records import Override
 from serving.store import StoreMeta, connect, file_id
 
 DAY_SECONDS = 86_400.0
@@ -66,7 +67,19 @@ CREATE TABLE IF NOT EXISTS admin_actions (
     reason TEXT NOT NULL,
     detail TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS overrides (
+    kind TEXT NOT NULL,
+    target TEXT NOT NULL,
+    flag INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    at REAL NOT NULL,
+    PRIMARY KEY (kind, target)
+) WITHOUT ROWID;
 """
+# `overrides` is every admin override in force (the last one for each buyer and shop), written
+# in the transaction that records the admin action: the durable copy the store's own override
+# tables are restored from when a store file is replaced (`OnlineStore.apply_overrides`).
 # A decision's feature vector is stored as the online store holds it: float64 little-endian
 # (440 bytes for 55 features; NaN for a missing value), in the column order of its snapshot,
 # described once in `snapshots` (the store's generation, date, feature set and columns).
@@ -293,6 +306,67 @@ class AuditLog:
             )
         except sqlite3.Error as exc:
             raise AuditUnavailable(f"audit log {self.path}: {exc}") from exc
+
+    def record_override(self, override: Override, action: str, detail: str) -> Override | None:
+        """Keep an admin override durably and record its action, in one transaction.
+
+        Returns:
+            The override it replaced (None when there was none), for `revert_override`.
+
+        Raises:
+            AuditUnavailable: The log cannot be written; nothing was recorded.
+        """
+        o = override
+        with self.transaction():
+            row = self._conn.execute(
+                "SELECT * FROM overrides WHERE kind = ? AND target = ?", (o.kind, o.target)
+            ).fetchone()
+            self._conn.execute("INSERT OR REPLACE INTO overrides VALUES (?, ?, ?, ?, ?, ?)", o)
+            self._conn.execute(
+                "INSERT INTO admin_actions (at, actor, action, target, reason, detail) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (o.at, o.actor, action, o.target, o.reason, detail),
+            )
+        return None if row is None else _override(row)
+
+    def revert_override(
+        self, override: Override, previous: Override | None, action: str, detail: str
+    ) -> None:
+        """Put back the override `record_override` replaced (the change could not be made),
+        recording `action` (the failure), in one transaction.
+
+        Raises:
+            AuditUnavailable: The log cannot be written.
+        """
+        with self.transaction():
+            self._conn.execute(
+                "DELETE FROM overrides WHERE kind = ? AND target = ?",
+                (override.kind, override.target),
+            )
+            if previous is not None:
+                self._conn.execute("INSERT INTO overrides VALUES (?, ?, ?, ?, ?, ?)", previous)
+            self._conn.execute(
+                "INSERT INTO admin_actions (at, actor, action, target, reason, detail) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (override.at, override.actor, action, override.target, override.reason, detail),
+            )
+
+    def overrides(self) -> list[Override]:
+        """Every admin override in force.
+
+        Raises:
+            AuditUnavailable: The log cannot be read.
+        """
+        try:
+            rows = self._conn.execute("SELECT * FROM overrides ORDER BY at").fetchall()
+        except sqlite3.Error as exc:
+            raise AuditUnavailable(f"audit log {self.path}: {exc}") from exc
+        return [_override(row) for row in rows]
+
+
+def _override(row: tuple) -> Override:
+    kind, target, flag, reason, actor, at = row
+    return Override(kind, target, bool(flag), reason, actor, at)
 
 
 _FIELDS = DecisionRecord._fields

@@ -53,3 +53,18 @@ class ShopRecord(NamedTuple):
     def metrics(self) -> dict:
         """The shop metrics eligibility was decided from ({} for an admin-only shop)."""
         return json.loads(self.metrics_json) if self.metrics_json else {}
+
+
+class Override(NamedTuple):
+    """An admin's override: a buyer revoked or restored, a shop's eligibility set by hand.
+
+    Kept durably where decisions are recorded (the audit log) and applied to every store
+    snapshot, whatever file or table the snapshot is in.
+    """
+
+    kind: str  # "buyer" (flag: revoked) or "shop" (flag: eligible)
+    target: str  # the buyer_id or shop_id
+    flag: bool
+    reason: str
+    actor: str
+    at: float  # epoch seconds

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from pydantic_core import to_json
 
-from serving.records import BuyerRecord, ShopRecord, StoreMeta
+from serving.records import BuyerRecord, Override, ShopRecord, StoreMeta
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -306,28 +306,49 @@ class OnlineStore:
         """One shop, overrides applied (None when unknown)."""
         return self.lookup([("", shop_id)])[1][0][1]
 
-    def set_buyer_revoked(self, buyer_id: str, revoked: bool, reason: str, actor: str) -> None:
-        """Revoke or restore the service for a buyer; survives every refresh."""
-        self._write(
-            "INSERT OR REPLACE INTO buyer_overrides VALUES (?, ?, ?, ?, ?)",
-            (buyer_id, int(revoked), reason, actor, time.time()),
-        )
+    def apply_overrides(self, overrides: Iterable[Override], timeout: float = 5.0) -> int:
+        """Make the store's overrides these (each one replacing the store's for its buyer
+        or shop; others are left as they are); returns how many were written.
 
-    def set_shop_eligibility(self, shop_id: str, eligible: bool, reason: str, actor: str) -> None:
-        """Grant or withdraw the service for a shop; survives every refresh."""
-        self._write(
-            "INSERT OR REPLACE INTO shop_overrides VALUES (?, ?, ?, ?, ?)",
-            (shop_id, int(eligible), reason, actor, time.time()),
-        )
+        The audit log keeps every override durably (`AuditLog.overrides`): this is how a
+        store file deleted and materialized anew, or restored from a backup, gets them back
+        before it serves. Only the overrides the store does not hold already are written, so
+        opening a store that has them all takes no write lock.
 
-    def _write(self, sql: str, params: tuple) -> None:
-        """On a connection of its own, so that a write waiting for the lock (a refresh holds
-        it for seconds) runs in a thread without holding up this one's reads."""
+        Raises:
+            StoreUnavailable: The store could not be written within `timeout` seconds.
+        """
+        buyers = self._read("SELECT buyer_id, revoked, reason, actor, at FROM buyer_overrides")
+        shops = self._read("SELECT shop_id, eligible, reason, actor, at FROM shop_overrides")
+        held = {("buyer", row[0]): row[1:] for row in buyers}
+        held.update((("shop", row[0]), row[1:]) for row in shops)
+        missing = [
+            o
+            for o in overrides
+            if held.get((o.kind, o.target)) != (int(o.flag), o.reason, o.actor, o.at)
+        ]
+        if not missing:
+            return 0
+        sql = {
+            "buyer": "INSERT OR REPLACE INTO buyer_overrides VALUES (?, ?, ?, ?, ?)",
+            "shop": "INSERT OR REPLACE INTO shop_overrides VALUES (?, ?, ?, ?, ?)",
+        }
         try:
             conn = connect(self.path)
             try:
-                conn.execute(sql, params)
+                conn.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
+                conn.execute("BEGIN IMMEDIATE")
+                for o in missing:
+                    conn.execute(sql[o.kind], (o.target, int(o.flag), o.reason, o.actor, o.at))
+                conn.execute("COMMIT")
             finally:
                 conn.close()
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"online store {self.path}: {exc}") from exc
+        return len(missing)
+
+    def _read(self, sql: str) -> list[tuple]:
+        try:
+            return self._conn.execute(sql).fetchall()
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"online store {self.path}: {exc}") from exc

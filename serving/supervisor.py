@@ -43,6 +43,7 @@ class Supervisor:
         self.model_error: str = "not loaded yet"
         self.store: OnlineStore | None = None
         self.store_error: str = "not opened yet"
+        self._store_synced = False  # whether `store` has the audit log's overrides
         self.audit: AuditLog | None = None
         self._audit_id: str | None = None  # the log this worker began with
         self._audit_gone = ""  # why, while the log it had is missing
@@ -68,15 +69,27 @@ class Supervisor:
             pass  # logged; decisions fail closed until a reload succeeds
 
     def open_store(self) -> OnlineStore | None:
-        """The online store. Every `store_check_seconds`: opened if it was missing, and
-        reopened if another file replaced it (the open connection would go on reading the
-        old one); a replacement that cannot be opened leaves the old file serving."""
+        """The online store, with every admin override the audit log keeps applied.
+
+        Every `store_check_seconds`: opened if it was missing, and reopened if another file
+        replaced it (the open connection would go on reading the old one). A new file gets
+        the audit log's overrides before it serves (`OnlineStore.apply_overrides`): one
+        deleted and materialized anew, or restored from a backup, would otherwise serve
+        revoked buyers. A replacement that cannot be opened or given them leaves the old file
+        serving; a first store that cannot be given them (the audit log is down) is not
+        served until it has them.
+        """
         now = time.monotonic()
-        if now < self._next_store_try:
-            return self.store
-        self._next_store_try = now + self.settings.store_check_seconds
+        if now >= self._next_store_try:
+            self._next_store_try = now + self.settings.store_check_seconds
+            self._refresh_store()
+        if self.store is not None and not self._store_synced:
+            self._store_synced = self._apply_overrides(self.store)
+        return self.store if self._store_synced else None
+
+    def _refresh_store(self) -> None:
         if self.store is not None and not self.store.replaced():
-            return self.store
+            return
         try:
             store = OnlineStore.open(self.settings.store_path)
         except StoreUnavailable as exc:
@@ -90,15 +103,44 @@ class Supervisor:
                     "previous one",
                     extra={"fields": {"error": str(exc)}},
                 )
-            return self.store
-        if self.store is not None:
-            self.store.close()
-            logger.warning(
-                "online store replaced: reopened (its admin overrides are the new file's)",
-                extra={"fields": {"path": str(store.path), "as_of": store.meta().as_of}},
+            return
+        synced = self._apply_overrides(store)
+        if self.store is None:
+            self.store, self._store_synced = store, synced
+            if synced:
+                self.store_error = ""
+            return
+        if not synced:
+            store.close()
+            logger.error(
+                "online store replaced, but the admin overrides could not be applied to the "
+                "new file; still serving the previous one",
+                extra={"fields": {"error": self.store_error}},
             )
-        self.store, self.store_error = store, ""
-        return store
+            return
+        self.store.close()
+        logger.warning(
+            "online store replaced: reopened, the audit log's admin overrides applied",
+            extra={"fields": {"path": str(store.path), "as_of": store.meta().as_of}},
+        )
+        self.store, self._store_synced, self.store_error = store, True, ""
+
+    def _apply_overrides(self, store: OnlineStore) -> bool:
+        """Give a store the audit log's overrides; False (and `store_error` says why) when the
+        log cannot be read or the store written. Never long: a second at most."""
+        try:
+            written = store.apply_overrides(self.open_audit().overrides(), timeout=1.0)
+        except (AuditUnavailable, StoreUnavailable) as exc:
+            self.metrics.unavailable.labels(component="store").inc()
+            self.store_error = f"admin overrides not applied to the online store yet: {exc}"
+            return False
+        if written:
+            logger.warning(
+                "admin overrides missing from the online store re-applied from the audit log",
+                extra={"fields": {"path": str(store.path), "overrides": written}},
+            )
+        self.store_error = ""
+        return True
 
     def open_audit(self) -> AuditLog:
         """The audit log, looked for at most once a second while it is down.

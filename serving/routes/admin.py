@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Annotated
 
@@ -15,6 +14,7 @@ from serving.audit import AuditUnavailable
 from serving.deps import AdminDep, ServiceDep
 from serving.model import ModelUnavailable
 from serving.openapi import BuyerView, ReloadAnswer, ShopView
+from serving.records import Override
 from serving.schemas import Id, RevocationChange, ShopEligibilityChange
 from serving.service import Service
 from serving.store import OnlineStore, StoreUnavailable
@@ -50,28 +50,40 @@ def _audit(service: Service, actor: str, action: str, target: str, reason: str, 
 
 
 async def _change(
-    service: Service,
-    actor: str,
-    action: str,
-    target: str,
-    reason: str,
-    detail: dict,
-    write: Callable[[], None],
+    service: Service, store: OnlineStore, override: Override, action: str, detail: dict
 ) -> None:
-    """Record the admin action, then make the change in the store (in a thread: a refresh
-    can hold the store's write lock for seconds, and decisions must go on meanwhile). Changes
-    from one worker are made in the order they were recorded.
+    """Record the admin action with the override (kept durably in the audit log, which every
+    store file is given again when it is replaced), then make the change in the store (in a
+    thread: a refresh can hold the store's write lock for seconds, and decisions must go on
+    meanwhile). Changes from one worker are made in the order they were recorded.
 
     Raises:
-        HTTPException: 503 when the store refused the change; the audit log then says so.
+        HTTPException: 503 when the store refused the change; the override is then taken
+            back and the audit log says so.
     """
-    _audit(service, actor, action, target, reason, detail)
+    audit = service.open_audit()
+    previous = audit.record_override(override, action, json.dumps(detail, ensure_ascii=False))
+    logger.info(
+        "admin action",
+        extra={
+            "fields": {
+                "actor": override.actor,
+                "action": action,
+                "target": override.target,
+                "reason": override.reason,
+            }
+        },
+    )
     try:
         # Queued right after recording, with no await between: writes keep the log's order.
-        await asyncio.get_running_loop().run_in_executor(_STORE_WRITES, write)
+        await asyncio.get_running_loop().run_in_executor(
+            _STORE_WRITES, store.apply_overrides, [override]
+        )
     except StoreUnavailable as exc:
         try:
-            _audit(service, actor, f"{action}_failed", target, reason, {"error": str(exc)})
+            audit.revert_override(
+                override, previous, f"{action}_failed", json.dumps({"error": str(exc)})
+            )
         except AuditUnavailable:
             logger.exception("admin action failed and could not be recorded as failed")
         raise HTTPException(
@@ -105,15 +117,8 @@ async def revoke_buyer(
 ) -> dict:
     """Revoke the service for a buyer (POLICY.md: abuse); survives every refresh."""
     store = _store(service)
-    await _change(
-        service,
-        caller.label,
-        "revoke_buyer",
-        buyer_id,
-        change.reason,
-        {},
-        lambda: store.set_buyer_revoked(buyer_id, True, change.reason, caller.label),
-    )
+    override = Override("buyer", buyer_id, True, change.reason, caller.label, service.clock())
+    await _change(service, store, override, "revoke_buyer", {})
     return _buyer_view(store, buyer_id)
 
 
@@ -123,15 +128,8 @@ async def restore_buyer(
 ) -> dict:
     """Restore the service for a buyer, overriding a revocation from the log too."""
     store = _store(service)
-    await _change(
-        service,
-        caller.label,
-        "restore_buyer",
-        buyer_id,
-        change.reason,
-        {},
-        lambda: store.set_buyer_revoked(buyer_id, False, change.reason, caller.label),
-    )
+    override = Override("buyer", buyer_id, False, change.reason, caller.label, service.clock())
+    await _change(service, store, override, "restore_buyer", {})
     return _buyer_view(store, buyer_id)
 
 
@@ -161,15 +159,10 @@ async def set_shop_eligibility(
 ) -> dict:
     """Grant or withdraw the service for a shop; survives every refresh."""
     store = _store(service)
-    await _change(
-        service,
-        caller.label,
-        "set_shop_eligibility",
-        shop_id,
-        change.reason,
-        {"eligible": change.eligible},
-        lambda: store.set_shop_eligibility(shop_id, change.eligible, change.reason, caller.label),
+    override = Override(
+        "shop", shop_id, change.eligible, change.reason, caller.label, service.clock()
     )
+    await _change(service, store, override, "set_shop_eligibility", {"eligible": change.eligible})
     return _shop_view(store, shop_id)
 
 

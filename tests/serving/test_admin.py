@@ -3,9 +3,11 @@ recorded and in order, and decisions going on meanwhile."""
 
 from __future__ import annotations
 
+import shutil
 import sqlite3
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -139,6 +141,9 @@ def test_an_admin_change_the_store_cannot_take_is_503_recorded_and_decisions_go_
         actions = [row[0] for row in db.execute("SELECT action FROM admin_actions ORDER BY id")]
     assert actions == ["revoke_buyer", "revoke_buyer_failed"]
     assert "BUYER_REVOKED" not in codes(decide(client, body("AL2")))
+    settings.store_path.unlink()
+    write_test_store(settings.store_path)  # a new store is not given the change that failed
+    assert "BUYER_REVOKED" not in codes(decide(client, body("AL3")))
 
 
 def test_admin_changes_waiting_for_the_store_are_made_in_the_order_recorded(
@@ -160,3 +165,66 @@ def test_admin_changes_waiting_for_the_store_are_made_in_the_order_recorded(
     finally:
         other.close()
     assert client.get("/v1/admin/buyers/B_GOOD", headers=ADMIN).json()["revoked"] is False
+
+
+def _overrides(client: TestClient) -> None:
+    """Revoke B_GOOD, restore B_REVOKED (revoked by the snapshot), make S_LATE eligible."""
+    for path, payload in (
+        ("/v1/admin/buyers/B_GOOD/revoke", {"reason": "ring member"}),
+        ("/v1/admin/buyers/B_REVOKED/restore", {"reason": "appeal"}),
+    ):
+        assert client.post(path, json=payload, headers=ADMIN).status_code == 200
+    change = {"eligible": True, "reason": "audited"}
+    assert client.put("/v1/admin/shops/S_LATE/eligibility", json=change, headers=ADMIN).is_success
+
+
+def _assert_overrides_hold(client: TestClient, prefix: str) -> None:
+    assert codes(decide(client, body(f"{prefix}1"))) == ["BUYER_REVOKED"]
+    restored = decide(client, body(f"{prefix}2", buyer_id="B_REVOKED", shop_id="S_LATE"))
+    assert restored["decision"] == "auto_approve"
+
+
+def test_overrides_survive_the_store_deleted_and_materialized_anew(
+    client: TestClient, settings: Settings, make_client
+) -> None:
+    _overrides(client)
+    for suffix in ("", "-wal", "-shm"):  # `rm online.db*`, then a cron materialize
+        Path(f"{settings.store_path}{suffix}").unlink(missing_ok=True)
+    write_test_store(settings.store_path, as_of="2025-06-20")
+    assert client.get("/v1/admin/buyers/B_GOOD", headers=ADMIN).json()["as_of"] == "2025-06-20"
+    _assert_overrides_hold(client, "DM")
+    # A worker started afterwards (a restart, another worker) applies them before serving.
+    _assert_overrides_hold(make_client(), "DN")
+
+
+def test_overrides_survive_the_store_restored_from_a_backup(
+    client: TestClient, settings: Settings, tmp_path: Path
+) -> None:
+    backup = tmp_path / "backup.db"
+    shutil.copy(settings.store_path, backup)  # taken before any override
+    _overrides(client)
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{settings.store_path}{suffix}").unlink(missing_ok=True)
+    shutil.copy(backup, settings.store_path)  # the restore: the backup's file at the path
+    _assert_overrides_hold(client, "BK")
+
+
+def test_a_new_store_not_given_the_overrides_is_not_served(
+    client: TestClient, settings: Settings, make_client
+) -> None:
+    _overrides(client)
+    client.close()
+    settings.store_path.unlink()
+    write_test_store(settings.store_path)  # materialized anew: no overrides in it
+    Path(settings.audit_path).rename(f"{settings.audit_path}.away")
+    Path(settings.audit_path).mkdir()  # and the audit log cannot be opened
+    fresh = make_client()
+    store = fresh.get("/readyz").json()["checks"]["store"]
+    assert store.startswith("admin overrides not applied to the online store yet"), store
+    assert fresh.get("/v1/admin/buyers/B_GOOD", headers=ADMIN).status_code == 503  # not "ok"
+    Path(settings.audit_path).rmdir()
+    Path(f"{settings.audit_path}.away").rename(settings.audit_path)  # the log is back
+    time.sleep(1.1)  # a log that failed to open is looked for again after a second
+    view = fresh.get("/v1/admin/buyers/B_GOOD", headers=ADMIN).json()
+    assert view["revoked"] is True, view
+    _assert_overrides_hold(fresh, "NG")

@@ -7,15 +7,20 @@ from pathlib import Path
 import numpy as np
 
 from serving.audit import AuditLog, DecisionRecord
+from serving.records import Override
 from serving.store import OnlineStore
 from tests.serving.conftest import DAY, NOW, write_test_store
 
 
 def test_a_batch_lookup_equals_one_lookup_per_pair(tmp_path: Path) -> None:
     store = OnlineStore.open(write_test_store(tmp_path / "online.db"))
-    store.set_buyer_revoked("B_GOOD2", True, "abuse", "admin#0")
-    store.set_buyer_revoked("B_GHOST", True, "abuse", "admin#0")  # unknown to the snapshot
-    store.set_shop_eligibility("S_LATE", True, "appeal", "admin#0")
+    store.apply_overrides(
+        [
+            Override("buyer", "B_GOOD2", True, "abuse", "admin#0", NOW),
+            Override("buyer", "B_GHOST", True, "abuse", "admin#0", NOW),  # unknown to the snapshot
+            Override("shop", "S_LATE", True, "appeal", "admin#0", NOW),
+        ]
+    )
     pairs = [
         ("B_GOOD", "S_OK"),
         ("B_GOOD2", "S_LATE"),
