@@ -5,6 +5,8 @@ One home for every name both sides use, so neither copies a literal from the oth
 - where the registry is: `tracking_uri` (`MLFLOW_TRACKING_URI`, else `DEFAULT_TRACKING_URI`)
   and `redact_uri`, the only way a URI is shown;
 - the registered model `MODEL_NAME` and its aliases `CHALLENGER`, `CHAMPION`, `PREVIOUS`;
+- the reference profile of a version's training population (`ReferenceProfile`, the
+  artifact `PROFILE_ARTIFACT`), read for explanations and drift;
 - the tags of a model version, parsed and checked by `ModelVersionTags` (written at
   registration) and `GateTags` (written by the promotion gate). A new tag is one field there.
 
@@ -13,11 +15,15 @@ Pure Python and pydantic: it imports neither MLflow nor any package of the proje
 """
 
 from modelcontract.names import ALIASES, CHALLENGER, CHAMPION, MODEL_NAME, PREVIOUS
+from modelcontract.profile import PROFILE_ARTIFACT, BinnedProfile, ReferenceProfile
 from modelcontract.tags import GATE_VERDICTS, GateTags, ModelVersionTags, TagError
 from modelcontract.tracking import DEFAULT_TRACKING_URI, TRACKING_URI_ENV, redact_uri, tracking_uri
 
 __all__ = [
     "ALIASES",
+    "PROFILE_ARTIFACT",
+    "BinnedProfile",
+    "ReferenceProfile",
     "CHALLENGER",
     "CHAMPION",
     "DEFAULT_TRACKING_URI",

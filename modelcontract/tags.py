@@ -97,6 +97,12 @@ class ModelVersionTags(_VersionTags):
     label_maturity_days: int | None = Field(
         default=None, ge=0, description="M: confirmations before T+H+M made the label."
     )
+    # Absent on versions registered before profiles: no factors, drift "no reference".
+    reference_profile: str | None = Field(
+        default=None,
+        description="The artifact of the version's run holding its training population "
+        "(modelcontract.profile.ReferenceProfile).",
+    )
 
     @field_validator("feature_columns", mode="before")
     @classmethod

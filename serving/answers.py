@@ -42,6 +42,7 @@ def decision_answer(
     model: dict,
     policy_version: str,
     decided_at: str,
+    factors: list[dict] | None = None,
 ) -> Answer:
     """The 200 answer to a request decided now.
 
@@ -53,12 +54,17 @@ def decision_answer(
         model: `{"name", "version"}` of the champion (version None without one).
         policy_version: The policy in force.
         decided_at: When, as `iso_timestamp` writes it.
+        factors: What raised the score of a buyer who is not premium, in words
+            (`serving.factors`); left out of the answer when None.
     """
+    buyer: dict = {"premium": decision.premium, "score": score, "threshold": threshold}
+    if factors is not None:
+        buyer["factors"] = factors
     body = {
         "refund_id": refund_id,
         "decision": decision.decision,
         "reasons": [{"code": f.code.value, "message": f.message} for f in decision.reasons],
-        "buyer": {"premium": decision.premium, "score": score, "threshold": threshold},
+        "buyer": buyer,
         "model": model,
         "policy_version": policy_version,
         "decided_at": decided_at,

@@ -13,12 +13,13 @@ from typing import Any
 
 import numpy as np
 
-from modelcontract import CHAMPION, MODEL_NAME, ModelVersionTags
+from modelcontract import CHAMPION, MODEL_NAME, ModelVersionTags, ReferenceProfile
 
 logger = logging.getLogger("serving")
 
 # LightGBM C API constants (c_api.h).
 _PREDICT_NORMAL = 0  # probabilities, the objective's transform applied
+_PREDICT_LEAF_INDEX = 2  # the leaf of every tree
 _DTYPE_FLOAT64 = 1
 
 
@@ -50,6 +51,11 @@ class Champion:
     # checkpoint thread on the other core, two threads measured no faster (8,700-9,100 vs
     # 9,200-9,500 batch decisions/s), so one is the default. Small inputs always use one.
     batch_threads: int = 1
+    # The features' contributions to one row's score (log-odds; the last is the expected
+    # value), for the factors shown to a buyer who is not premium; None: no factors.
+    explain_one: Callable[[np.ndarray], np.ndarray] | None = None
+    # The training population (quantiles and bins); None for a version without one.
+    profile: ReferenceProfile | None = None
 
     def score(self, rows: np.ndarray) -> np.ndarray:
         """Score feature rows (in `feature_columns` order) with the native Booster."""
@@ -81,6 +87,9 @@ class SingleRowScorer:
     (see the tests).
     """
 
+    predict_type = _PREDICT_NORMAL
+    outputs = 1  # numbers a row
+
     def __init__(self, booster: Any):
         from lightgbm.basic import _LIB, _safe_call  # LightGBM's own ctypes handle
 
@@ -95,7 +104,7 @@ class SingleRowScorer:
         _safe_call(
             _LIB.LGBM_BoosterPredictForMatSingleRowFastInit(
                 booster._handle,
-                ctypes.c_int(_PREDICT_NORMAL),
+                ctypes.c_int(self.predict_type),
                 ctypes.c_int(0),  # start iteration
                 ctypes.c_int(iterations if iterations > 0 else -1),
                 ctypes.c_int(_DTYPE_FLOAT64),
@@ -113,8 +122,11 @@ class SingleRowScorer:
         predict.argtypes = [ctypes.c_void_p] * 4
         predict.restype = ctypes.c_int
         self._predict = predict
-        self._result, self._length = ctypes.c_double(), ctypes.c_int64()
+        self._result, self._length = self._buffer(), ctypes.c_int64()
         self._outputs = (ctypes.addressof(self._length), ctypes.addressof(self._result))
+
+    def _buffer(self) -> Any:
+        return ctypes.c_double()
 
     def __call__(self, row: np.ndarray) -> float:
         """The probability for one feature row (float64, in the model's column order).
@@ -131,6 +143,129 @@ class SingleRowScorer:
         if self._predict(self._config.value, row.ctypes.data, *self._outputs) != 0:
             self._check(-1)  # raises LightGBM's error for the failed call
         return self._result.value
+
+
+class SingleRowLeaves(SingleRowScorer):
+    """The leaf each tree sends one row to, through the same fast single-row C API (what
+    `Booster.predict(rows, pred_leaf=True)` gives for the row)."""
+
+    predict_type = _PREDICT_LEAF_INDEX
+
+    def _buffer(self) -> Any:
+        return (ctypes.c_double * self.trees)()
+
+    def __init__(self, booster: Any):
+        iterations = int(getattr(booster, "best_iteration", 0) or 0)
+        self.trees = iterations if iterations > 0 else int(booster.current_iteration())
+        super().__init__(booster)
+
+    def __call__(self, row: np.ndarray) -> np.ndarray:  # type: ignore[override]
+        """Each tree's leaf index for one feature row (float64, in the model's column order).
+
+        Raises:
+            ValueError: The row does not have the model's number of features.
+        """
+        if row.dtype != np.float64 or not row.flags.c_contiguous:
+            row = np.ascontiguousarray(row, dtype=np.float64)
+        if row.shape != (self.n_features,):
+            raise ValueError(f"expected {self.n_features} features, got shape {row.shape}")
+        if self._predict(self._config.value, row.ctypes.data, *self._outputs) != 0:
+            self._check(-1)
+        return np.frombuffer(self._result, dtype=np.float64).astype(np.intp)
+
+
+class PathContributions:
+    """Each feature's contribution to one row's score (log-odds) along the row's paths
+    through the trees: at every split the row passes, the change in the node's value is
+    credited to the split's feature (Saabas's decomposition, as `treeinterpreter` computes
+    it). The contributions and the trees' expected value (the last number) sum to the raw
+    score exactly, as LightGBM's `pred_contrib` (tree SHAP) does.
+
+    Why not `pred_contrib`: tree SHAP costs O(trees x leaves x depth^2) a row, ~1 ms for the
+    300-tree champion, twice the whole decision's budget (benchmarks/bench_operations.py). A
+    path's credits are fixed by its leaf, so they are tabled once per model (a row per leaf)
+    and a row costs one leaf lookup (the fast single-row API, ~20 us) and a sum of one row a
+    tree. Both credit the features the row's splits test; they differ in how they share a
+    change between features tested on one path (SHAP averages over orders).
+    """
+
+    def __init__(self, booster: Any):
+        self._leaves = SingleRowLeaves(booster)
+        self._width = self._leaves.n_features + 1  # the features, then the expected value
+        dump = booster.dump_model(num_iteration=self._leaves.trees)
+        paths: list[list[tuple[int, float]]] = []  # a leaf's credits, leaf by leaf
+        offsets = []
+        for tree in dump["tree_info"][: self._leaves.trees]:
+            offsets.append(len(paths))
+            leaves: list[list[tuple[int, float]]] = [[] for _ in range(int(tree["num_leaves"]))]
+            self._credit(tree["tree_structure"], self._width - 1, leaves)
+            paths.extend(leaves)
+        # A row a leaf: a row's credits are one gather of a row a tree and a sum (~30 us for
+        # 300 trees; a padded sparse form and a bincount measured slower).
+        self._table = np.zeros((len(paths), self._width))
+        for i, path in enumerate(paths):
+            for feature, credit in path:
+                self._table[i, feature] += credit
+        self._offsets = np.array(offsets, dtype=np.intp)
+
+    @staticmethod
+    def _credit(root: dict, bias_slot: int, leaves: list[list[tuple[int, float]]]) -> None:
+        """Fill each leaf's list with the credits of the path to it (iteratively: deep trees);
+        the root's value goes to `bias_slot`."""
+        if "leaf_value" in root:  # a tree of one leaf: all expected value
+            leaves[0].append((bias_slot, float(root["leaf_value"])))
+            return
+        stack = [(root, [(bias_slot, float(root["internal_value"]))])]
+        while stack:
+            node, credits = stack.pop()
+            for side in ("left_child", "right_child"):
+                child = node[side]
+                value = child["leaf_value"] if "leaf_value" in child else child["internal_value"]
+                here = [*credits, (int(node["split_feature"]), value - node["internal_value"])]
+                if "leaf_value" in child:
+                    leaves[child["leaf_index"]] = here
+                else:
+                    stack.append((child, here))
+
+    def __call__(self, row: np.ndarray) -> np.ndarray:
+        """The contributions of one row's features, then the expected value.
+
+        Raises:
+            ValueError: The row does not have the model's number of features.
+        """
+        return np.take(self._table, self._offsets + self._leaves(row), axis=0).sum(axis=0)
+
+
+def _contributions(booster: Any) -> PathContributions | None:
+    """Contributions for the factors when they can be set up; otherwise no factors."""
+    try:
+        return PathContributions(booster)
+    except Exception as exc:  # noqa: BLE001 - explanations must not take the model down
+        logger.warning("contributions unavailable", extra={"fields": {"error": repr(exc)}})
+        return None
+
+
+def _reference_profile(
+    tracking_uri: str, run_id: str | None, artifact: str | None, where: str
+) -> ReferenceProfile | None:
+    """The version's training population, or None (none recorded, or unreadable: logged)."""
+    if not artifact or not run_id:
+        return None
+    from mlflow.artifacts import download_artifacts
+
+    try:
+        with tempfile.TemporaryDirectory(prefix="fastrefund-profile-") as tmp:
+            local = download_artifacts(
+                run_id=run_id, artifact_path=artifact, dst_path=tmp, tracking_uri=tracking_uri
+            )
+            with open(local, encoding="utf-8") as file:
+                return ReferenceProfile.model_validate_json(file.read())
+    except Exception as exc:  # noqa: BLE001 - a model without its profile still scores
+        logger.warning(
+            "reference profile unreadable: no factors and no drift reference for this version",
+            extra={"fields": {"model": where, "error": f"{type(exc).__name__}: {exc}"}},
+        )
+        return None
 
 
 def _single_row_scorer(booster: Any) -> SingleRowScorer | None:
@@ -209,6 +344,13 @@ def load_champion(tracking_uri: str, name: str = MODEL_NAME, alias: str = CHAMPI
         columns,
         tags.feature_set_version,
         score_one=_single_row_scorer(booster),
+        explain_one=_contributions(booster),
+        profile=_reference_profile(
+            tracking_uri,
+            getattr(version, "run_id", None),
+            tags.reference_profile,
+            f"{name} version {version.version}",
+        ),
     )
     try:
         probe = np.zeros((2, len(columns)))  # fail now, not on the first request

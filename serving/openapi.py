@@ -17,7 +17,7 @@ from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from serving.schemas import DecisionRequest
+from serving.schemas import DecisionRequest, Factor
 
 REF = "#/components/schemas/{model}"
 
@@ -49,8 +49,17 @@ class ConflictBody(BaseModel):
     refund_id: str
 
 
+class ModelVersion(BaseModel):
+    """A registered model version."""
+
+    name: str
+    version: str | None
+
+
 class BuyerView(BaseModel):
-    """What the online store knows of a buyer, and the admin overrides."""
+    """What the online store knows of a buyer, the admin overrides, and the champion's score
+    with, for a buyer who is not premium, the factors behind it (when the version has a
+    reference profile)."""
 
     buyer_id: str
     known: bool
@@ -58,6 +67,11 @@ class BuyerView(BaseModel):
     revoked_reason: str | None
     order_count: int | None
     as_of: str
+    score: float | None = None
+    threshold: float | None = None
+    premium: bool | None = None
+    factors: list[Factor] | None = None
+    model: ModelVersion | None = None
 
 
 class ShopView(BaseModel):
@@ -68,13 +82,6 @@ class ShopView(BaseModel):
     eligible: bool
     reasons: str
     metrics: dict[str, Any] | None = None
-
-
-class ModelVersion(BaseModel):
-    """A registered model version."""
-
-    name: str
-    version: str | None
 
 
 class ReloadAnswer(BaseModel):

@@ -149,12 +149,29 @@ class Reason(BaseModel):
     message: str
 
 
+class Factor(BaseModel):
+    """A feature that raised the buyer's score, in words (answers for buyers who are not
+    premium)."""
+
+    feature: str
+    value: float | None = Field(description="The feature's value; null when missing.")
+    contribution: float = Field(description="What it added to the score, in log-odds.")
+    sentence: str = Field(
+        examples=[
+            "4 refund-only requests after delivery in the last 90 days, more than 97% of buyers"
+        ]
+    )
+
+
 class BuyerScore(BaseModel):
-    """The buyer premium: the champion's score and the threshold it is held to."""
+    """The buyer premium: the champion's score and the threshold it is held to; for a buyer
+    who is not premium, the factors that raised the score most (when the model version has
+    a reference profile)."""
 
     premium: bool
     score: float | None
     threshold: float | None
+    factors: list[Factor] | None = None
 
 
 class ModelRef(BaseModel):

@@ -13,6 +13,7 @@ import math
 
 import numpy as np
 
+from serving.factors import top_factors
 from serving.metrics import Metrics
 from serving.model import Champion
 from serving.records import BuyerRecord, ShopRecord, StoreMeta
@@ -80,6 +81,32 @@ class Scorer:
             if math.isfinite(value) and 0.0 <= value <= 1.0:
                 scores[i] = value
         return scores
+
+    def factors(
+        self, champion: Champion, meta: StoreMeta, buyer: BuyerRecord | None
+    ) -> list[dict] | None:
+        """The features that raised this buyer's score most, in words (`serving.factors`).
+
+        Returns:
+            None when the champion cannot explain (no contributions, no reference profile:
+            a version from before profiles) or the buyer's vector is not the store's;
+            otherwise the factors. Never raises: an explanation that fails is logged and
+            the answer goes without it.
+        """
+        if champion.explain_one is None or champion.profile is None or buyer is None:
+            return None
+        if len(buyer.features) != len(meta.feature_columns):
+            return None
+        usable, index = self._column_index(champion, meta)
+        if not usable:
+            return None
+        row = buyer.features if index is None else buyer.features[index]
+        try:
+            contributions = champion.explain_one(row)
+            return top_factors(row, contributions, champion.feature_columns, champion.profile)
+        except Exception as exc:  # noqa: BLE001 - the decision stands without its factors
+            logger.error("factors failed", extra={"fields": {"error": repr(exc)}})
+            return None
 
     def _unavailable(self) -> None:
         self._metrics.unavailable.labels(component="scoring").inc()

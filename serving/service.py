@@ -228,6 +228,10 @@ class Service(Supervisor):
             unavailable=context.store_failure,
             exposure=exposure,
         )
+        factors = None
+        if not decision.premium and score is not None and champion is not None and context.meta:
+            # Only where shown: a buyer scored above the threshold (an approval pays nothing).
+            factors = self._scorer.factors(champion, context.meta, buyer)
         reply = answers.decision_answer(
             request.refund_id,
             decision,
@@ -236,6 +240,7 @@ class Service(Supervisor):
             context.model_ref,
             self.policy.version,
             context.decided_at,
+            factors,
         )
         # The vector as the store holds it (float64, the snapshot's column order): ~440 bytes
         # and no formatting, where JSON was ~1.7 KB a record (AuditLog.features reads it).
@@ -260,6 +265,24 @@ class Service(Supervisor):
             snapshot=context.snapshot,
         )
         return reply, record, decision.reasons
+
+    def buyer_standing(self, buyer: BuyerRecord | None) -> dict:
+        """A buyer's score by the champion now, the premium flag and, when not premium, the
+        factors behind it (the admin view of a buyer); empty without a champion or score."""
+        champion, store = self.champion, self.store
+        if champion is None or store is None or buyer is None:
+            return {}
+        meta = store.meta()
+        scores = self._scorer.scores(champion, meta, [(buyer, None)])
+        score = scores[0] if scores else None
+        if score is None:
+            return {}
+        premium = score <= champion.threshold
+        view: dict = {"score": score, "threshold": champion.threshold, "premium": premium}
+        if not premium:
+            view["factors"] = self._scorer.factors(champion, meta, buyer)
+        view["model"] = {"name": champion.name, "version": champion.version}
+        return view
 
     def _replay(self, stored: DecisionRecord, request_hash: str, count: bool = True) -> Answer:
         """The stored answer again, or a 409 when the stored request was another one."""

@@ -21,7 +21,7 @@ from mlflow.models import infer_signature
 import features
 from features.log import TransactionLog
 from features.simulate import oracle_scores
-from modelcontract import CHALLENGER, ModelVersionTags
+from modelcontract import CHALLENGER, PROFILE_ARTIFACT, ModelVersionTags
 from training import registry
 from training.config import TrainConfig
 from training.errors import TrainingDataError
@@ -35,6 +35,7 @@ from training.plots import (
     shap_summary_figure,
     shap_values,
 )
+from training.reference import reference_profile
 from training.snapshots import Split, build_snapshots, snapshot_dates, split_by_time
 
 MODEL = "lightgbm"
@@ -297,6 +298,13 @@ def log_and_register(
             input_example=example,
             pip_requirements=[f"lightgbm=={lgb.__version__}", f"numpy=={np.__version__}"],
         )
+        # The training population, for serving's factors in words and its drift reference.
+        profile = reference_profile(
+            split.train,
+            evaluation.feature_columns,
+            BoosterScorer(evaluation.booster).predict(split.train),
+        )
+        mlflow.log_dict(profile.model_dump(mode="json"), PROFILE_ARTIFACT)
         version_tags = ModelVersionTags(
             threshold=evaluation.model.cut.threshold,
             feature_columns=tuple(evaluation.feature_columns),
@@ -306,6 +314,7 @@ def log_and_register(
             data_fingerprint=data.fingerprint,
             label_horizon_days=config.snapshots.horizon_days,
             label_maturity_days=config.snapshots.maturity_days,
+            reference_profile=PROFILE_ARTIFACT,
         )
         version = mlflow.register_model(
             info.model_uri, config.model_name, tags=version_tags.to_tags()

@@ -91,10 +91,12 @@ async def _change(
         ) from exc
 
 
-def _buyer_view(store: OnlineStore, buyer_id: str) -> dict:
+def _buyer_view(store: OnlineStore, buyer_id: str, service: Service | None = None) -> dict:
     buyer = store.buyer(buyer_id)
     known = buyer is not None and len(buyer.features) > 0
+    standing = service.buyer_standing(buyer) if service is not None and known else {}
     return {
+        **standing,
         "buyer_id": buyer_id,
         "known": known,
         "revoked": buyer is not None and buyer.revoked,
@@ -107,8 +109,9 @@ def _buyer_view(store: OnlineStore, buyer_id: str) -> dict:
 
 @router.get("/buyers/{buyer_id}", response_model=BuyerView)
 async def get_buyer(buyer_id: BuyerId, caller: AdminDep, service: ServiceDep) -> dict:
-    """What the online store knows about a buyer."""
-    return _buyer_view(_store(service), buyer_id)
+    """What the online store knows about a buyer, the champion's score and, for a buyer who
+    is not premium, the factors that raised it most, in words."""
+    return _buyer_view(_store(service), buyer_id, service)
 
 
 @router.post("/buyers/{buyer_id}/revoke", response_model=BuyerView)

@@ -21,6 +21,8 @@ from mlflow import MlflowClient
 from typer.testing import CliRunner
 
 import features
+from modelcontract import PROFILE_ARTIFACT
+from serving.model import load_champion
 from training import registry
 from training.__main__ import app
 from training.config import TrainConfig
@@ -133,6 +135,14 @@ def test_train_register_promote_retrain(
         "plots/shap_summary.png",
     }
     assert list((tmp_path / "mlruns").iterdir())  # artifacts under ./mlruns, nowhere else
+    # The training population, logged with the version: serving reads it back for the
+    # factors behind a score and as the drift reference.
+    assert version.tags["reference_profile"] == PROFILE_ARTIFACT
+    served = load_champion(tracking, MODEL, "challenger")
+    assert served.profile is not None and served.profile.rows == len(train_rows)
+    assert list(served.profile.features) == columns
+    assert served.explain_one is not None
+    assert sum(served.profile.score.shares) == pytest.approx(1)
 
     # 2. The first model becomes champion.
     result = run("promote")

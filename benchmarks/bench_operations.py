@@ -1,0 +1,181 @@
+"""What operating the model costs a decision: factors, a challenger in shadow, drift.
+
+Builds a simulated world, materializes the online store and registers a LightGBM champion
+(300 trees, 31 leaves, as `bench_serving.py` does) with the reference profile training logs,
+then times one decision in process (`Service.evaluate`: rules + lookup + score + answer,
+DESIGN.md's target, and `Service.decide`, the same with the audit commit) in each
+configuration, in alternating rounds in the same run, and reports the medians of the rounds:
+
+- `plain`: the champion without its reference profile (no factors: a version from before);
+- `factors`: with it, so every buyer who is not premium gets the factors in words (60% of
+  the buyers here: the threshold is the 40th percentile of the scores);
+
+Run: `.venv/bin/python benchmarks/bench_operations.py` (about 3 minutes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import gc
+import json
+import os
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+from bench_serving import request_body, train_champion
+from mlflow import MlflowClient
+from mlflow.models import infer_signature
+
+import features
+from features.simulate import simulate, write_world
+from modelcontract import PROFILE_ARTIFACT
+from serving.config import Settings
+from serving.materialize import materialize
+from serving.metrics import Metrics
+from serving.model import Champion
+from serving.policy import load_policy
+from serving.schemas import DecisionRequest
+from serving.service import Service
+from training.reference import reference_profile
+
+
+def register(uri: str, workdir: Path, log: features.TransactionLog, alias: str) -> str:
+    """Train a champion as bench_serving does and register it with its reference profile."""
+    columns = list(features.FEATURE_COLUMNS)
+    booster, x, threshold = train_champion(log)
+    mlflow.set_tracking_uri(uri)
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("bench-operations")
+    experiment_id = (
+        experiment.experiment_id
+        if experiment
+        else client.create_experiment(
+            "bench-operations", artifact_location=(workdir / "artifacts").as_uri()
+        )
+    )
+    example = pd.DataFrame(x[:2], columns=columns)
+    with mlflow.start_run(experiment_id=experiment_id):
+        info = mlflow.lightgbm.log_model(
+            booster,
+            name="model",
+            signature=infer_signature(example, booster.predict(x[:2])),
+            input_example=example,
+            registered_model_name="buyer-quality",
+        )
+        profile = reference_profile(pd.DataFrame(x, columns=columns), columns, booster.predict(x))
+        mlflow.log_dict(profile.model_dump(mode="json"), PROFILE_ARTIFACT)
+    version = str(info.registered_model_version)
+    tags = {
+        "threshold": str(threshold),
+        "feature_columns": json.dumps(columns),
+        "feature_set_version": features.FEATURE_SET_VERSION,
+        "reference_profile": PROFILE_ARTIFACT,
+    }
+    for key, value in tags.items():
+        client.set_model_version_tag("buyer-quality", version, key, value)
+    client.set_registered_model_alias("buyer-quality", alias, version)
+    return version
+
+
+def timed(service: Service, method: str, requests: list[DecisionRequest]) -> np.ndarray:
+    """Milliseconds of each single-request call, the audit log checkpointed between calls
+    every 2,000 (untimed, as the app does it between requests)."""
+    call = getattr(service, method)
+    audit = service.open_audit()
+    timings = []
+    for i, request in enumerate(requests):
+        if i % 2000 == 1999:
+            audit.checkpoint()
+            audit.finish_checkpoint()
+        started = time.perf_counter_ns()
+        call([request])
+        timings.append(time.perf_counter_ns() - started)
+    return np.array(timings) / 1e6
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--buyers", type=int, default=20_000, help="simulated buyers")
+    parser.add_argument("--decisions", type=int, default=10_000, help="timed a round")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds of every configuration")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    args = parser.parse_args()
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    workdir = Path(tempfile.mkdtemp(prefix="bench-operations-"))
+    world = simulate(buyers=args.buyers, shops=max(50, args.buyers // 100), days=400, seed=42)
+    write_world(world, workdir / "log")
+    materialize(workdir / "log", store_path=workdir / "online.db", policy=load_policy())
+    uri = f"sqlite:///{workdir / 'mlflow.db'}"
+    register(uri, workdir, world.log, "champion")
+    online = f"sqlite:///{workdir / 'online.db'}"
+    store = pd.read_sql("SELECT buyer_id FROM buyers WHERE order_count >= 3", online)
+    buyers = store["buyer_id"].sample(2000, random_state=0, replace=True).tolist()
+    shops = pd.read_sql("SELECT shop_id FROM shops WHERE eligible = 1", online)["shop_id"]
+    shops = shops.tolist()
+
+    settings = Settings(
+        store_path=workdir / "online.db",
+        audit_path=workdir / "audit.db",
+        mlflow_tracking_uri=uri,
+        model_check_seconds=0,
+    )
+    service = Service(settings, load_policy(), Metrics())
+    asyncio.run(service.load_model())
+    champion = service.champion
+    assert champion is not None and champion.profile is not None
+    variants: dict[str, Champion] = {
+        "plain": dataclasses.replace(champion, profile=None),
+        "factors": champion,
+    }
+    counter = 0
+
+    def requests(n: int) -> list[DecisionRequest]:
+        nonlocal counter
+        made = []
+        for _ in range(n):
+            counter += 1
+            made.append(
+                DecisionRequest.model_validate(
+                    request_body(
+                        f"R{counter}", buyers[counter % len(buyers)], shops[counter % len(shops)]
+                    )
+                )
+            )
+        return made
+
+    results: dict[str, dict[str, list[float]]] = {}
+    gc.collect()
+    gc.freeze()
+    for variant in variants.values():  # warm-up
+        service.champion = variant
+        timed(service, "evaluate", requests(1000))
+    for _ in range(args.rounds):
+        for name, variant in variants.items():
+            service.champion = variant
+            for method in ("evaluate", "decide"):
+                ms = timed(service, method, requests(args.decisions))
+                figures = results.setdefault(f"{name}/{method}", {"p50": [], "p99": []})
+                figures["p50"].append(float(np.percentile(ms, 50)))
+                figures["p99"].append(float(np.percentile(ms, 99)))
+    shown = sum("factors" in a.body["buyer"] for a in service.evaluate(requests(2000)))
+    service.close()
+    print(f"load average {os.getloadavg()[0]:.2f}; factors shown on {shown / 2000:.0%} of answers")
+    print(f"{'configuration':<22}{'p50 ms':>10}{'p99 ms':>10}   (median of {args.rounds} rounds)")
+    for name, figures in results.items():
+        p50, p99 = statistics.median(figures["p50"]), statistics.median(figures["p99"])
+        rounds = [round(v, 3) for v in figures["p99"]]
+        print(f"{name:<22}{p50:>10.3f}{p99:>10.3f}   p99 rounds {rounds}")
+    if not args.keep:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
