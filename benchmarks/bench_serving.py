@@ -46,11 +46,13 @@ import mlflow
 import numpy as np
 import pandas as pd
 from mlflow import MlflowClient
+from mlflow.artifacts import download_artifacts
 from mlflow.models import infer_signature
 from probe_cpu import probe, summary
 
 import features
 from features.simulate import simulate, write_world
+from modelcontract.artifact import booster_file, file_sha256
 from serving.config import DEV_DECIDER_TOKEN, Settings
 from serving.materialize import materialize
 from serving.metrics import Metrics
@@ -112,6 +114,12 @@ def register_champion(uri: str, workdir: Path, log: features.TransactionLog) -> 
         "target_bad_rate": "0.05",
     }
     for key, value in tags.items():
+        client.set_model_version_tag("buyer-quality", version, key, value)
+    # The promotion gate's tags: serving refuses a version without them.
+    location = client.get_model_version_download_uri("buyer-quality", version)
+    local = download_artifacts(artifact_uri=location, dst_path=str(workdir / "gate"))
+    gate = {"gate_verdict": "promoted", "gate_run_id": "bench"}
+    for key, value in {**gate, "model_sha256": file_sha256(booster_file(local))}.items():
         client.set_model_version_tag("buyer-quality", version, key, value)
     client.set_registered_model_alias("buyer-quality", "champion", version)
     return version

@@ -121,6 +121,8 @@ from features.engines.spark import spark_schema
 from features.engines.spark_session import quiet_pandas3_warning, spark_session
 from serving.model import load_champion
 from serving.score import SCORE_COLUMNS, BatchScorer, _score_batches
+from mlflow.artifacts import download_artifacts
+from modelcontract.artifact import booster_file, file_sha256
 
 features_dir = sys.argv[1]
 columns = list(features.FEATURE_COLUMNS)
@@ -140,8 +142,14 @@ version = str(info.registered_model_version)
 for key, value in {"threshold": "0.05", "feature_columns": json.dumps(columns),
                    "feature_set_version": features.FEATURE_SET_VERSION}.items():
     client.set_model_version_tag("buyer-quality", version, key, value)
+# The promotion gate's tags (serving refuses a version without them).
+location = client.get_model_version_download_uri("buyer-quality", version)
+local = download_artifacts(artifact_uri=location, dst_path=tempfile.mkdtemp(), tracking_uri=uri)
+for key, value in {"gate_verdict": "promoted", "gate_run_id": "bench",
+                   "model_sha256": file_sha256(booster_file(local))}.items():
+    client.set_model_version_tag("buyer-quality", version, key, value)
 client.set_registered_model_alias("buyer-quality", "champion", version)
-champion = load_champion(uri)
+champion = load_champion(uri, max_threshold=0.5)
 spark = spark_session("local[2]", app_name="bench-score")
 feats = spark.read.parquet(features_dir).cache()
 rows = feats.count()

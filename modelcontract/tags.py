@@ -127,3 +127,7 @@ class GateTags(_VersionTags):
     gate_reason: str | None = Field(
         default=None, description="Why, in the operator's words (e.g. for a forced promotion)."
     )
+    model_sha256: str = Field(
+        pattern=r"^[0-9a-f]{64}$",
+        description="sha256 of the Booster's model file the gate judged; serving checks it.",
+    )

@@ -84,6 +84,7 @@ def score(
     from features.engines.spark_session import SparkJobError
     from serving.config import ConfigError, Settings
     from serving.model import ModelUnavailable, load_champion
+    from serving.policy import load_policy
     from serving.score import score_log
 
     if as_of is not None and not _is_date(as_of):
@@ -94,7 +95,10 @@ def score(
         _fail(f"--out {out} is a file; give a folder (a Parquet dataset)")
     try:
         settings = Settings.load()
-        champion = load_champion(settings.tracking_uri(), settings.model_name, settings.model_alias)
+        cap = load_policy(settings.policy_path).max_premium_threshold
+        champion = load_champion(
+            settings.tracking_uri(), settings.model_name, settings.model_alias, cap
+        )
         report = score_log(data, as_of, out, champion, engine, master, partitions)
     except (ConfigError, EngineUnavailable, ModelUnavailable) as exc:
         _fail(str(exc))

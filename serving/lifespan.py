@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
@@ -28,6 +29,9 @@ from serving.supervisor import Clock
 
 logger = logging.getLogger("serving")
 
+# mlflow.environment_variables.MLFLOW_ALLOW_PICKLE_DESERIALIZATION (MLflow 3; default true).
+_PICKLE_SWITCH = "MLFLOW_ALLOW_PICKLE_DESERIALIZATION"
+
 
 def lifespan(settings: Settings, clock: Clock) -> Callable[[FastAPI], AbstractAsyncContextManager]:
     """The lifespan of an app built with these settings and this clock.
@@ -38,6 +42,11 @@ def lifespan(settings: Settings, clock: Clock) -> Callable[[FastAPI], AbstractAs
 
     @asynccontextmanager
     async def run(app: FastAPI) -> AsyncIterator[None]:
+        # MLflow's switch for its loaders that unpickle: off while serving. The champion is
+        # read without MLflow's loader anyway (`serving.model.load_champion`); this keeps
+        # anything else in the process from unpickling a registry file.
+        pickle_switch = os.environ.get(_PICKLE_SWITCH)
+        os.environ[_PICKLE_SWITCH] = "false"
         policy = load_policy(settings.policy_path)
         service = Service(settings, policy, Metrics(), clock)
         app.state.service = service
@@ -78,5 +87,9 @@ def lifespan(settings: Settings, clock: Clock) -> Callable[[FastAPI], AbstractAs
                 task.cancel()
             service.close()
             gc.unfreeze()
+            if pickle_switch is None:
+                os.environ.pop(_PICKLE_SWITCH, None)
+            else:
+                os.environ[_PICKLE_SWITCH] = pickle_switch
 
     return run

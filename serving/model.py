@@ -13,7 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from modelcontract import CHAMPION, MODEL_NAME, ModelVersionTags, ReferenceProfile
+from modelcontract import CHAMPION, MODEL_NAME, GateTags, ModelVersionTags, ReferenceProfile
+from modelcontract.artifact import ArtifactError, booster_file, file_sha256
 
 logger = logging.getLogger("serving")
 
@@ -301,24 +302,61 @@ def champion_version(
         raise
 
 
-def load_champion(tracking_uri: str, name: str = MODEL_NAME, alias: str = CHAMPION) -> Champion:
-    """Load `models:/{name}@{alias}` and the tags it was registered with (the contract's
-    `ModelVersionTags`: a finite threshold, a non-empty list of feature columns).
+def load_champion(
+    tracking_uri: str,
+    name: str = MODEL_NAME,
+    alias: str = CHAMPION,
+    max_threshold: float = 0.5,
+) -> Champion:
+    """Load `models:/{name}@{alias}` and the tags it was registered and promoted with, trusting
+    nothing the registry hands over.
+
+    Refused (ModelUnavailable) unless: the contract's `ModelVersionTags` read (a non-empty
+    list of feature columns) with a threshold in (0, `max_threshold`]; the gate's `GateTags`
+    say `promoted` or `forced` (an alias set by hand on a version no gate run judged is
+    refused; a forced promotion is the gate's record of an operator's decision); the `MLmodel`
+    file names a native LightGBM Booster (`modelcontract.artifact.booster_file`, read before
+    any model code runs); and the model file's sha256 is the one the gate recorded. The
+    Booster is then read from its text model file by LightGBM itself: no unpickling, whatever
+    MLflow's own loader would do for another class.
 
     The tracking URI is passed explicitly; no global MLflow state is changed.
 
+    Args:
+        tracking_uri: The registry.
+        name: The registered model.
+        alias: The alias to follow.
+        max_threshold: The policy's `max_premium_threshold`.
+
     Raises:
-        ModelUnavailable: The alias is not set, a tag is missing, or the model does not load.
+        ModelUnavailable: The alias is not set, a tag is missing or refused, the files are not
+            a Booster's, or the model does not load.
     """
     # Imported here: MLflow is heavy and nothing may load at import time.
-    import mlflow.lightgbm
+    import lightgbm as lgb
     from mlflow.artifacts import download_artifacts
     from mlflow.tracking import MlflowClient
 
+    where = f"models:/{name}@{alias}"
     try:
         client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
         version = client.get_model_version_by_alias(name, alias)
-        tags = ModelVersionTags.parse(version.tags, f"version {version.version}")
+        label = f"version {version.version}"
+        tags = ModelVersionTags.parse(version.tags, label)
+        gate = GateTags.parse(version.tags, label)
+    except Exception as exc:  # noqa: BLE001 - any failure means there is no usable champion
+        raise ModelUnavailable(f"{where}: {type(exc).__name__}: {exc}") from exc
+    if gate.gate_verdict not in ("promoted", "forced"):
+        raise ModelUnavailable(
+            f"{where}: {label} was refused by the promotion gate (run {gate.gate_run_id}); "
+            "promote it with the gate (--force records why) rather than moving the alias"
+        )
+    if not 0.0 < tags.threshold <= max_threshold:
+        raise ModelUnavailable(
+            f"{where}: {label}'s threshold {tags.threshold} is outside (0, {max_threshold}] "
+            "(the policy's max_premium_threshold)"
+        )
+    try:
         # The version's own storage location: resolving "models:/..." would go through the
         # global registry URI instead of this one.
         location = client.get_model_version_download_uri(name, version.version)
@@ -326,14 +364,20 @@ def load_champion(tracking_uri: str, name: str = MODEL_NAME, alias: str = CHAMPI
             local = download_artifacts(
                 artifact_uri=location, dst_path=tmp, tracking_uri=tracking_uri
             )
-            booster = mlflow.lightgbm.load_model(local)
-    except Exception as exc:  # noqa: BLE001 - any failure means there is no usable champion
-        raise ModelUnavailable(f"models:/{name}@{alias}: {type(exc).__name__}: {exc}") from exc
+            model_file = booster_file(local)
+            digest = file_sha256(model_file)
+            if digest != gate.model_sha256:
+                raise ArtifactError(
+                    f"the model file's sha256 is {digest}, the gate recorded {gate.model_sha256}"
+                )
+            booster = lgb.Booster(model_file=str(model_file))
+    except Exception as exc:  # noqa: BLE001
+        raise ModelUnavailable(f"{where}: {type(exc).__name__}: {exc}") from exc
     columns = tags.feature_columns
     n_features = getattr(booster, "num_feature", lambda: len(columns))()
     if n_features != len(columns):
         raise ModelUnavailable(
-            f"models:/{name}@{alias}: the Booster takes {n_features} features, "
+            f"{where}: the Booster takes {n_features} features, "
             f"the feature_columns tag lists {len(columns)}"
         )
     champion = Champion(
@@ -357,5 +401,5 @@ def load_champion(tracking_uri: str, name: str = MODEL_NAME, alias: str = CHAMPI
         champion.score(probe[:1])
         champion.score(probe)
     except Exception as exc:  # noqa: BLE001
-        raise ModelUnavailable(f"models:/{name}@{alias}: cannot score: {exc}") from exc
+        raise ModelUnavailable(f"{where}: cannot score: {exc}") from exc
     return champion

@@ -76,7 +76,7 @@ class Service(Supervisor):
     def __init__(
         self, settings: Settings, policy: Policy, metrics: Metrics, clock: Clock = time.time
     ):
-        super().__init__(settings, metrics, clock)
+        super().__init__(settings, metrics, clock, max_threshold=policy.max_premium_threshold)
         self.policy = policy
         self._scorer = Scorer(metrics)
         self._decision_counters: dict[str, Any] = {}

@@ -33,10 +33,19 @@ class Supervisor:
         settings: Where the store, the log and the registry are.
         metrics: Where dependency failures are counted.
         clock: Seconds since the epoch (tests move time).
+        max_threshold: The highest premium threshold a champion may carry (the policy's).
     """
 
-    def __init__(self, settings: Settings, metrics: Metrics, clock: Clock = time.time):
+    def __init__(
+        self,
+        settings: Settings,
+        metrics: Metrics,
+        clock: Clock = time.time,
+        *,
+        max_threshold: float,
+    ):
         self.settings = settings
+        self.max_threshold = max_threshold
         self.metrics = metrics
         self.clock = clock
         self.champion: Champion | None = None
@@ -215,6 +224,7 @@ class Supervisor:
                     settings.tracking_uri(),
                     settings.model_name,
                     settings.model_alias,
+                    self.max_threshold,
                 )
             except ModelUnavailable as exc:
                 self.metrics.unavailable.labels(component="model").inc()

@@ -278,15 +278,20 @@ def promote(
         mlflow.log_dict(
             {"verdict": verdict.label, "reasons": verdict.reasons, "note": note}, "gate.json"
         )
-        previous = None
-        if verdict.promote:
-            previous = registry.move_champion(client, name, challenger.number)
         gate_tags = GateTags.model_validate(
-            {"gate_verdict": verdict.label, "gate_run_id": run.info.run_id}
+            {
+                "gate_verdict": verdict.label,
+                "gate_run_id": run.info.run_id,
+                # The file judged: serving loads a champion only when its file still has it.
+                "model_sha256": registry.model_sha256(name, challenger.number),
+            }
             | ({"gate_reason": config.reason} if config.reason else {})
         )
         for key, value in gate_tags.to_tags().items():
             client.set_model_version_tag(name, challenger.number, key, value)
+        previous = None
+        if verdict.promote:  # after the tags: serving refuses a champion without them
+            previous = registry.move_champion(client, name, challenger.number)
     champion_now = (
         challenger.number
         if verdict.promote

@@ -8,6 +8,7 @@ URI is resolved and set when a job connects.
 
 from __future__ import annotations
 
+import tempfile
 import urllib.error
 import urllib.request
 from base64 import b64encode
@@ -22,6 +23,7 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
 from modelcontract import CHAMPION, PREVIOUS, ModelVersionTags, TagError, redact_uri, tracking_uri
+from modelcontract.artifact import ArtifactError, booster_file, file_sha256
 from training.errors import RegistryError, TrackingUnavailableError
 
 ARTIFACT_ROOT = Path("mlruns")
@@ -121,16 +123,40 @@ def version_by_alias(client: MlflowClient, model_name: str, alias: str) -> Model
         raise RegistryError(f"{model_name}@{alias}: the registry did not answer: {exc}") from exc
 
 
+def _model_file(model_name: str, version: str, folder: str) -> Path:
+    """Download a version's artifacts into `folder`; its Booster's model file, checked."""
+    local = mlflow.artifacts.download_artifacts(
+        artifact_uri=f"models:/{model_name}/{version}", dst_path=folder
+    )
+    return booster_file(local)
+
+
 def load_booster(model_name: str, version: str) -> lgb.Booster:
-    """The native LightGBM Booster of a registered version.
+    """The native LightGBM Booster of a registered version, read from its model file after
+    its `MLmodel` is checked (`modelcontract.artifact.booster_file`): never unpickled.
 
     Raises:
-        RegistryError: Its files are missing or unreadable.
+        RegistryError: Its files are missing, unreadable or not a native Booster's.
     """
     try:
-        return mlflow.lightgbm.load_model(f"models:/{model_name}/{version}")
-    except (MlflowException, OSError, lgb.basic.LightGBMError) as exc:
+        with tempfile.TemporaryDirectory(prefix="fastrefund-gate-") as folder:
+            return lgb.Booster(model_file=str(_model_file(model_name, version, folder)))
+    except (MlflowException, OSError, ArtifactError, lgb.basic.LightGBMError) as exc:
         raise RegistryError(f"{model_name} version {version}: model not loadable: {exc}") from exc
+
+
+def model_sha256(model_name: str, version: str) -> str:
+    """The sha256 of a registered version's Booster model file (the gate records it and
+    serving checks it at load).
+
+    Raises:
+        RegistryError: Its files are missing, unreadable or not a native Booster's.
+    """
+    try:
+        with tempfile.TemporaryDirectory(prefix="fastrefund-gate-") as folder:
+            return file_sha256(_model_file(model_name, version, folder))
+    except (MlflowException, OSError, ArtifactError) as exc:
+        raise RegistryError(f"{model_name} version {version}: model not readable: {exc}") from exc
 
 
 @dataclass(frozen=True)

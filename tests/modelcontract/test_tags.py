@@ -75,15 +75,26 @@ def test_a_version_that_breaks_the_contract_is_refused_naming_the_tag(
     assert problem in str(caught.value)
 
 
-def test_the_gate_records_its_verdict_and_reason_on_the_version() -> None:
-    tags = GateTags(gate_verdict="forced", gate_run_id="r1", gate_reason="incident 42")
+SHA = "ab" * 32
+
+
+def test_the_gate_records_its_verdict_reason_and_model_digest_on_the_version() -> None:
+    tags = GateTags(
+        gate_verdict="forced", gate_run_id="r1", gate_reason="incident 42", model_sha256=SHA
+    )
     assert tags.to_tags() == {
         "gate_verdict": "forced",
         "gate_run_id": "r1",
         "gate_reason": "incident 42",
+        "model_sha256": SHA,
     }
     assert GateTags.parse({**tags.to_tags(), "threshold": "0.05"}) == tags
-    assert "gate_reason" not in GateTags(gate_verdict="refused", gate_run_id="r2").to_tags()
+    refused = GateTags(gate_verdict="refused", gate_run_id="r2", model_sha256=SHA)
+    assert "gate_reason" not in refused.to_tags()
     assert set(GATE_VERDICTS) == {"promoted", "forced", "refused"}
     with pytest.raises(TagError, match="tag gate_verdict"):
-        GateTags.parse({"gate_verdict": "maybe", "gate_run_id": "r3"})
+        GateTags.parse({"gate_verdict": "maybe", "gate_run_id": "r3", "model_sha256": SHA})
+    with pytest.raises(TagError, match="tag model_sha256: missing"):
+        GateTags.parse({"gate_verdict": "promoted", "gate_run_id": "r3"})
+    with pytest.raises(TagError, match="tag model_sha256"):
+        GateTags.parse({"gate_verdict": "promoted", "gate_run_id": "r3", "model_sha256": "x"})

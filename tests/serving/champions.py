@@ -1,9 +1,11 @@
 """Train a small LightGBM champion on a simulated world and register it in a temporary MLflow
-the way training does (native Booster, signature, input example, the tags serving reads)."""
+the way training does (native Booster, signature, input example, the tags serving reads) and
+stamp it as the promotion gate would (verdict, model file sha256)."""
 
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 
 import lightgbm as lgb
@@ -11,9 +13,12 @@ import mlflow
 import numpy as np
 import pandas as pd
 from mlflow import MlflowClient
+from mlflow.artifacts import download_artifacts
 from mlflow.models import infer_signature
 
 import features
+from modelcontract import GateTags
+from modelcontract.artifact import booster_file, file_sha256
 
 MODEL = "buyer-quality"
 
@@ -24,6 +29,21 @@ def training_frame(log: features.TransactionLog, as_of: str) -> tuple[pd.DataFra
     label = features.labels(log, as_of, horizon_days=60, maturity_days=20)
     merged = frame.merge(label[["buyer_id", "bad"]], on="buyer_id", how="left")
     return merged, merged["bad"].fillna(0).astype(int).to_numpy()
+
+
+def stamp_promoted(
+    client: MlflowClient, tracking_uri: str, version: str, verdict: str = "promoted"
+) -> str:
+    """Give a version the tags the promotion gate writes (`GateTags`: the verdict, a run id,
+    its model file's sha256), as if the gate had judged it; returns the sha256."""
+    location = client.get_model_version_download_uri(MODEL, version)
+    with tempfile.TemporaryDirectory() as tmp:
+        local = download_artifacts(artifact_uri=location, dst_path=tmp, tracking_uri=tracking_uri)
+        digest = file_sha256(booster_file(local))
+    tags = GateTags(gate_verdict=verdict, gate_run_id="test-gate", model_sha256=digest)  # type: ignore[arg-type]
+    for key, value in tags.to_tags().items():
+        client.set_model_version_tag(MODEL, version, key, value)
+    return digest
 
 
 def register_champion(
@@ -73,6 +93,7 @@ def register_champion(
             "target_bad_rate": "0.05",
         }.items():
             client.set_model_version_tag(MODEL, version, key, value)
+        stamp_promoted(client, tracking_uri, version)
         if alias:
             client.set_registered_model_alias(MODEL, alias, version)
     finally:
