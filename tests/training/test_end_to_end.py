@@ -138,16 +138,17 @@ def test_train_register_promote_retrain(
     # The training population, logged with the version: serving reads it back for the
     # factors behind a score and as the drift reference.
     assert version.tags["reference_profile"] == PROFILE_ARTIFACT
-    served = load_champion(tracking, MODEL, "challenger")
-    assert served.profile is not None and served.profile.rows == len(train_rows)
-    assert list(served.profile.features) == columns
-    assert served.explain_one is not None
-    assert sum(served.profile.score.shares) == pytest.approx(1)
 
     # 2. The first model becomes champion.
     result = run("promote")
     assert result.exit_code == 0, result.output
     assert "verdict: promoted" in result.output
+    # Serving loads only what the gate promoted (before, the version carries no verdict).
+    served = load_champion(tracking, MODEL, "champion")
+    assert served.profile is not None and served.profile.rows == len(train_rows)
+    assert list(served.profile.features) == columns
+    assert served.explain_one is not None
+    assert sum(served.profile.score.shares) == pytest.approx(1)
     assert alias(client, "champion") == "1"
     assert alias(client, "previous") is None
     again = run("promote")
