@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import sqlite3
+import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -112,6 +113,12 @@ class DecisionRecord(NamedTuple):
 
 
 BUSY_TIMEOUT_MS = 250  # the longest a request waits for the audit log's write lock
+# How long /readyz stays not ready after a write transaction failed (a full disk, a read-only
+# file): long enough for a load balancer's probe to see it and drain the instance, even when
+# the health row's own write slips through (it rewrites a page already there; a decision
+# needs new ones).
+WRITE_FAILURE_HOLD_SECONDS = 5.0
+_BUSY = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)  # another writer's lock, not a failure
 
 
 class AuditLog:
@@ -124,6 +131,16 @@ class AuditLog:
         self._file = file_id(path)
         # Snapshots this connection has seen committed in `snapshots` (described once).
         self.snapshots_recorded: set[str] = set()
+        self._write_failed_at = -math.inf  # time.monotonic() of the last failed write
+
+    def write_failed_recently(self, hold: float = WRITE_FAILURE_HOLD_SECONDS) -> bool:
+        """Whether a write transaction failed in the last `hold` seconds (not counting a
+        write lock another writer held too long): /readyz reports not ready meanwhile."""
+        return time.monotonic() - self._write_failed_at < hold
+
+    def _note_write_failure(self, exc: BaseException | None) -> None:
+        if getattr(exc, "sqlite_errorcode", 0) & 0xFF not in _BUSY:
+            self._write_failed_at = time.monotonic()
 
     @classmethod
     def open(cls, path: str | Path, synchronous: str = "NORMAL", create: bool = True) -> AuditLog:
@@ -221,12 +238,17 @@ class AuditLog:
         Raises:
             AuditUnavailable: The log cannot be written (the transaction is rolled back).
         """
-        conn = self._begin("BEGIN IMMEDIATE")
+        try:
+            conn = self._begin("BEGIN IMMEDIATE")
+        except AuditUnavailable as exc:
+            self._note_write_failure(exc.__cause__)
+            raise
         try:
             yield AuditTransaction(conn)
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             _rollback(conn)
+            self._note_write_failure(exc)
             raise AuditUnavailable(f"audit log {self.path}: {exc}") from exc
         except BaseException:
             _rollback(conn)

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Response
 from fastapi.responses import PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from serving.audit import AuditUnavailable
+from serving.audit import WRITE_FAILURE_HOLD_SECONDS, AuditUnavailable
 from serving.deps import ServiceDep
 from serving.openapi import Health, Readiness
 from serving.store import StoreUnavailable
@@ -23,6 +23,10 @@ async def healthz() -> dict:
 @router.get("/readyz", response_model=Readiness)
 async def readyz(service: ServiceDep, response: Response) -> dict:
     """Ready when the champion, the online store and the audit log are all usable.
+
+    The audit log is also reported not ready for `WRITE_FAILURE_HOLD_SECONDS` after any of
+    its write transactions failed (a full disk, a read-only file system), so that a load
+    balancer drains the instance rather than trusting a probe's write that happened to pass.
 
     Not ready still answers decisions (fail closed, manual_review), so a load balancer can
     prefer ready instances without the API ever approving blind.
@@ -44,8 +48,15 @@ async def readyz(service: ServiceDep, response: Response) -> dict:
             f"{service.policy.version})"
         )
     try:
-        service.open_audit().ping(service.clock())  # a write, as a decision makes
+        audit = service.open_audit()
+        audit.ping(service.clock())  # a write, as a decision makes
         checks["audit"] = "ok"
+        if audit.write_failed_recently():  # the ping can pass where a decision's insert fails
+            checks["audit"] = (
+                f"audit log {audit.path}: a write failed in the last "
+                f"{WRITE_FAILURE_HOLD_SECONDS:.0f} s (disk full or read-only?): decisions "
+                "may be answered 503"
+            )
     except AuditUnavailable as exc:
         checks["audit"] = str(exc) or service.audit_error
     ready = all(value.startswith("ok") for value in checks.values())

@@ -60,3 +60,24 @@ def test_readyz_is_not_ready_while_the_audit_log_cannot_take_a_write(
         other.execute("ROLLBACK")
         other.close()
     assert client.get("/readyz").status_code == 200
+
+
+def test_readyz_is_not_ready_for_a_while_after_a_decision_could_not_be_recorded(
+    client: TestClient, settings: Settings
+) -> None:
+    decide(client, body("WF0"))  # the log exists and is open
+    with sqlite3.connect(settings.audit_path) as db:  # every insert fails, as on a full disk
+        db.execute(
+            "CREATE TRIGGER refuse BEFORE INSERT ON decisions "
+            "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"
+        )
+    refused = client.post(URL, json=body("WF1"), headers=DECIDER)
+    assert refused.status_code == 503 and "merchant review" in refused.json()["detail"]
+    ready = client.get("/readyz")  # its own write passes: the failed decision holds it
+    assert ready.status_code == 503 and "a write failed" in ready.json()["checks"]["audit"]
+    with sqlite3.connect(settings.audit_path) as db:
+        db.execute("DROP TRIGGER refuse")
+    assert client.get(f"{URL}/WF1", headers=DECIDER).status_code == 404  # nothing recorded
+    assert decide(client, body("WF1"))["decision"] == "auto_approve"  # decisions resume
+    audit = client.app.state.service.audit  # type: ignore[attr-defined]
+    assert audit.write_failed_recently() and not audit.write_failed_recently(hold=0.0)
