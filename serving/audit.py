@@ -38,7 +38,10 @@ CREATE TABLE IF NOT EXISTS decisions (
     model_version TEXT,
     policy_version TEXT NOT NULL,
     response TEXT NOT NULL,
-    snapshot TEXT
+    snapshot TEXT,
+    challenger_version TEXT,
+    challenger_score REAL,
+    challenger_decision TEXT
 );
 CREATE INDEX IF NOT EXISTS approvals_by_buyer
     ON decisions (buyer_id, decided_at) WHERE decision = 'auto_approve';
@@ -87,6 +90,9 @@ CREATE TABLE IF NOT EXISTS overrides (
 # Empty when the buyer was unknown or the store unavailable. `AuditLog.features` reads it
 # back. Logs written before `snapshot` existed hold the features as JSON text; they are
 # extended in place on open and read back the same way.
+# `challenger_*` is the challenger in shadow (`serving.shadow`): the version scored beside the
+# champion on the same feature row, its score and the decision it would have made; never
+# acted on. Null when no challenger was loaded, or it could not score that row.
 
 
 class AuditUnavailable(RuntimeError):
@@ -110,6 +116,10 @@ class DecisionRecord(NamedTuple):
     policy_version: str
     response: str
     snapshot: str | None  # snapshots.id of the features; None when the store was unavailable
+    # The challenger in shadow (see SCHEMA); None when there was none or it failed.
+    challenger_version: str | None = None
+    challenger_score: float | None = None
+    challenger_decision: str | None = None
 
 
 BUSY_TIMEOUT_MS = 250  # the longest a request waits for the audit log's write lock
@@ -398,15 +408,28 @@ _INSERT = (
 )
 
 
+# Columns added after the first logs were written, in the order SCHEMA lists them (a record
+# is read back by position, `DecisionRecord(*row)`).
+_ADDED_COLUMNS = (
+    ("snapshot", "TEXT"),
+    ("challenger_version", "TEXT"),
+    ("challenger_score", "REAL"),
+    ("challenger_decision", "TEXT"),
+)
+
+
 def _upgrade(conn: sqlite3.Connection) -> None:
-    """Extend a log written before `snapshots` (features as JSON text) in place: one more
-    column; its records stay as they are. One way: older code cannot write the new rows.
-    Under the write lock, so workers opening the same old log together upgrade it once."""
+    """Extend a log written before `snapshots` (features as JSON text) or before the shadow
+    challenger's columns in place: the missing nullable columns, at the end; its records
+    stay as they are. One way: older code cannot write the new rows. Under the write lock,
+    so workers opening the same old log together upgrade it once."""
     conn.execute("BEGIN IMMEDIATE")
     try:
         columns = {row[1] for row in conn.execute("PRAGMA table_info(decisions)")}
-        if columns and "snapshot" not in columns:
-            conn.execute("ALTER TABLE decisions ADD COLUMN snapshot TEXT")
+        if columns:
+            for name, kind in _ADDED_COLUMNS:
+                if name not in columns:
+                    conn.execute(f"ALTER TABLE decisions ADD COLUMN {name} {kind}")
         conn.execute("COMMIT")
     except BaseException:
         _rollback(conn)

@@ -21,11 +21,13 @@ SELECT refund_id, decided_at, decision,
        request ->> '$.kind', request ->> '$.order.category', request ->> '$.order.status',
        request ->> '$.order.paid_amount', request ->> '$.requested_at',
        response ->> '$.buyer.score', response ->> '$.buyer.threshold',
-       model_name, model_version, policy_version
+       model_name, model_version, policy_version,
+       {challenger}
 FROM decisions
 WHERE decided_at >= ?1 AND decided_at < ?2
 ORDER BY decided_at, refund_id
 """
+_CHALLENGER = ("challenger_version", "challenger_score", "challenger_decision")
 EXPORT_COLUMNS = (
     "refund_id",
     "decided_at",
@@ -43,6 +45,10 @@ EXPORT_COLUMNS = (
     "model_name",
     "model_version",
     "policy_version",
+    # The challenger in shadow (serving.shadow): empty when none was scored.
+    "challenger_version",
+    "challenger_score",
+    "challenger_decision",
 )
 
 
@@ -64,8 +70,12 @@ def export_decisions(path: str | Path, since: float | None = None, until: float 
     try:
         conn = sqlite3.connect(f"file:{path.resolve()}?mode=ro", uri=True)
         try:
+            # A log no service of this version opened yet lacks the challenger's columns
+            # (read-only: it is not extended here): they export as empty.
+            present = {row[1] for row in conn.execute("PRAGMA table_info(decisions)")}
+            challenger = ", ".join(c if c in present else f"NULL AS {c}" for c in _CHALLENGER)
             rows = conn.execute(
-                _EXPORT,
+                _EXPORT.format(challenger=challenger),
                 (-math.inf if since is None else since, math.inf if until is None else until),
             ).fetchall()
         finally:
@@ -79,6 +89,6 @@ def export_decisions(path: str | Path, since: float | None = None, until: float 
     amount = frame["paid_fen"].astype("string").str.extract(r"^([0-9]+)(?:\.([0-9]{1,2}))?$")
     cents = amount[1].fillna("").str.ljust(2, "0")
     frame["paid_fen"] = amount[0].astype("int64") * 100 + cents.astype("int64")
-    for column in ("score", "threshold"):
+    for column in ("score", "threshold", "challenger_score"):
         frame[column] = pd.to_numeric(frame[column])
     return frame

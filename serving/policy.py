@@ -73,6 +73,10 @@ class Policy(_Frozen):
     # The highest premium threshold (P(bad)) a model may carry: above it serving refuses the
     # model, and no decision approves on it.
     max_premium_threshold: float = Field(default=0.5, gt=0, le=1, allow_inf_nan=False)
+    # The population stability index above which `python -m serving drift` alerts (exits 1):
+    # 0.25 is the usual "significant shift" line (0.1-0.25: moderate), for any feature or the
+    # score against the model version's training population (`serving.drift`).
+    drift_psi_alert: float = Field(default=0.25, gt=0, allow_inf_nan=False)
 
     @field_validator("excluded_categories")
     @classmethod
