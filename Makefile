@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_SERVE ?= 1
 
-.PHONY: help install test test-fast lint demo bench fuzz clean
+.PHONY: help install postgres test test-fast lint demo bench fuzz clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -20,10 +20,15 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## Create .venv and install the project with its dev and spark extras (idempotent)
 
-test: $(STAMP) ## Run the whole test suite
+# The PostgreSQL tests start a throwaway cluster with Debian's binaries (tests/pg.py).
+postgres: ## Install PostgreSQL 15 (Debian's postgresql package) when missing; no server is started
+	@test -x /usr/lib/postgresql/15/bin/initdb || command -v initdb >/dev/null || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql)
+
+test: $(STAMP) postgres ## Run the whole test suite
 	$(PY) -m pytest
 
-test-fast: $(STAMP) ## Run the tests that do not train models or start servers
+test-fast: $(STAMP) postgres ## Run the tests that do not train models or start servers
 	$(PY) -m pytest -m "not slow"
 
 lint: $(STAMP) ## ruff (lint + format check) and mypy on the packages

@@ -161,6 +161,31 @@ def export_decisions(
         typer.echo(f"  {code}: {count:,}")
 
 
+@app.command()
+def migrate() -> None:
+    """Bring the PostgreSQL schema (FASTREFUND_DATABASE_URL) to this code's version."""
+    from serving.config import ConfigError, Settings
+    from serving.database import DatabaseError, redact
+    from serving.database import migrate as run_migrations
+
+    try:
+        url = Settings.load().database_url
+    except ConfigError as exc:
+        _fail(str(exc))
+    if url is None:
+        _fail("FASTREFUND_DATABASE_URL is not set (SQLite files need no migrations)")
+    assert url is not None
+    try:
+        before, after = run_migrations(url.get_secret_value())
+    except DatabaseError as exc:
+        _fail(str(exc))
+    where = redact(url.get_secret_value())
+    if before == after:
+        typer.echo(f"database {where}: schema at version {after}, nothing to do")
+    else:
+        typer.echo(f"database {where}: schema migrated from version {before} to {after}")
+
+
 def _fail(message: str) -> None:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(2)

@@ -79,6 +79,25 @@ class Settings(BaseSettings):
         "the model it moved to (0: only at startup and on the admin reload).",
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    database_url: SecretStr | None = Field(
+        default=None,
+        description="postgresql://user:password@host:port/database: the audit log and the "
+        "online store in PostgreSQL, shared by every instance (docs/postgres.md); unset: "
+        "the SQLite files of store_path and audit_path.",
+    )
+
+    @field_validator("database_url", mode="before")
+    @classmethod
+    def _postgres_url(cls, value: object) -> object:
+        from serving.database import check_url
+
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        if isinstance(value, str) and value.strip() == "":
+            return None  # set but empty: as unset
+        if isinstance(value, str):
+            return SecretStr(check_url(value.strip()))
+        return value
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -12,6 +12,8 @@ import pytest
 from features.log import TABLES, TransactionLog
 from tests.factories import small_log
 
+pytest_plugins = ["tests.pg"]  # the PostgreSQL fixtures (pg_cluster, pg_url)
+
 
 def write_csv_log(log: TransactionLog, directory: Path) -> Path:
     """Write the log as CSV files with ISO timestamps, the way a platform export looks."""
