@@ -24,10 +24,10 @@ from __future__ import annotations
 import bisect
 import math
 from collections import defaultdict, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -36,7 +36,7 @@ import features
 from features.history import buyer_features_at, shop_metrics_at
 from features.log import TransactionLog
 from serving import rules
-from serving.decision import decide
+from serving.decision import Decision, decide
 from serving.materialize import revoked_buyers, shop_eligibility
 from serving.policy import Policy
 from serving.records import BuyerRecord, ShopRecord
@@ -282,13 +282,73 @@ class _Window:
         return len(self.times) - bisect.bisect_right(self.times, since)
 
 
+class ReplayInput(NamedTuple):
+    """One decision's inputs as a replay gathers them (what serving reads from its store,
+    its champion and its clock); the approval counts are the replay's own."""
+
+    request: DecisionRequest
+    buyer: BuyerRecord | None
+    shop: ShopRecord | None
+    score: float | None
+    threshold: float | None
+    now: float  # epoch seconds
+    feature_count: int
+    unavailable: str | None = None
+
+
+def decide_in_order(inputs: Iterable[ReplayInput], policy: Policy) -> list[Decision]:
+    """`serving.decision.decide` for each input, in order, counting the velocity limits and
+    the loss budget's running sums from the approvals made on the way: the rolling windows
+    serving counts from its audit log (approvals in the last day and 30 days before `now`,
+    each with its score x paid amount), so decisions sharing one `now` (a batch) count the
+    approvals made before them."""
+    budget = policy.loss_budget.active
+    buyers: dict[str, _Window] = defaultdict(_Window)
+    shops: dict[str, _Window] = defaultdict(_Window)
+    made: list[Decision] = []
+    for item in inputs:
+        request, now, score = item.request, item.now, item.score
+        buyer_id, shop_id = request.order.buyer_id, request.order.shop_id
+        mine = buyers[buyer_id]
+        mine.prune(now - 30 * DAY_S)
+        approvals = (mine.count_after(now - DAY_S), len(mine.times))
+        exposure = (0.0, 0.0)
+        if budget:
+            shop = shops[shop_id]
+            shop.prune(now - DAY_S)
+            exposure = (sum(shop.losses), sum(mine.losses))
+        decision = decide(
+            request,
+            item.buyer,
+            item.shop,
+            score,
+            item.threshold,
+            approvals,
+            policy,
+            now,
+            feature_count=item.feature_count,
+            unavailable=item.unavailable,
+            exposure=exposure,
+        )
+        made.append(decision)
+        if decision.decision == rules.AUTO_APPROVE:
+            loss = 0.0 if score is None else score * request.order.paid_amount
+            mine.times.append(now)
+            mine.losses.append(loss)
+            if budget:
+                shops[shop_id].times.append(now)
+                shops[shop_id].losses.append(loss)
+    return made
+
+
 def replay(
     prepared: Prepared,
     policy: Policy,
     threshold: float | None = None,
     requests: Sequence[DecisionRequest] | None = None,
 ) -> pd.DataFrame:
-    """Decide every prepared request under `policy`, in order, as serving would have.
+    """Decide every prepared request under `policy`, in order, as serving would have
+    (`decide_in_order`).
 
     Args:
         prepared: From `prepare`.
@@ -307,70 +367,43 @@ def replay(
     shops = _shops(prepared, policy)
     vectors = prepared.buyer_features.to_numpy(np.float64)
     buyer_ids = frame["buyer_id"].to_numpy()
-    shop_ids = frame["shop_id"].to_numpy()
     now_s = frame["requested_at"].to_numpy("datetime64[ns]").astype("int64") / 1e9
-    decisions: list[str] = []
-    reasons: list[str] = []
-    premium = np.zeros(len(frame), dtype=bool)
-    budget = policy.loss_budget.active
-    buyers: dict[str, _Window] = defaultdict(_Window)
-    shop_windows: dict[str, _Window] = defaultdict(_Window)
-    for i, request in enumerate(requests):
-        now = float(now_s[i])
-        buyer = None
-        why = revoked[i]
-        if prepared.buyer_known[i]:
-            buyer = BuyerRecord(
-                buyer_ids[i],
-                float(prepared.registered_s[i]),
-                int(prepared.order_count[i]),
-                vectors[i],
-                why is not None,
-                why or "",
+
+    def inputs() -> Iterator[ReplayInput]:
+        for i, request in enumerate(requests):
+            buyer = None
+            why = revoked[i]
+            if prepared.buyer_known[i]:
+                buyer = BuyerRecord(
+                    buyer_ids[i],
+                    float(prepared.registered_s[i]),
+                    int(prepared.order_count[i]),
+                    vectors[i],
+                    why is not None,
+                    why or "",
+                )
+            score = prepared.scores[i]
+            cut = threshold if threshold is not None else prepared.threshold[i]
+            yield ReplayInput(
+                request,
+                buyer,
+                shops[i],
+                None if math.isnan(score) else float(score),
+                None if cut is None or math.isnan(cut) else float(cut),
+                float(now_s[i]),
+                vectors.shape[1],
             )
-        score = prepared.scores[i]
-        score = None if math.isnan(score) else float(score)
-        cut = threshold if threshold is not None else prepared.threshold[i]
-        cut = None if cut is None or math.isnan(cut) else float(cut)
-        mine = buyers[buyer_ids[i]]
-        mine.prune(now - 30 * DAY_S)
-        approvals = (mine.count_after(now - DAY_S), len(mine.times))
-        exposure = (0.0, 0.0)
-        if budget:
-            shop = shop_windows[shop_ids[i]]
-            shop.prune(now - DAY_S)
-            exposure = (sum(shop.losses), sum(mine.losses))
-        made = decide(
-            request,
-            buyer,
-            shops[i],
-            score,
-            cut,
-            approvals,
-            policy,
-            now,
-            feature_count=vectors.shape[1],
-            exposure=exposure,
-        )
-        decisions.append(made.decision)
-        reasons.append("; ".join(failure.code.value for failure in made.reasons))
-        premium[i] = made.premium
-        if made.decision == rules.AUTO_APPROVE:
-            loss = 0.0 if score is None else score * request.order.paid_amount
-            mine.times.append(now)
-            mine.losses.append(loss)
-            if budget:
-                shop_windows[shop_ids[i]].times.append(now)
-                shop_windows[shop_ids[i]].losses.append(loss)
+
+    made = decide_in_order(inputs(), policy)
     scores = prepared.scores
     return pd.DataFrame(
         {
             "refund_id": frame["refund_id"].to_numpy(),
-            "decision": decisions,
-            "reasons": reasons,
+            "decision": [decision.decision for decision in made],
+            "reasons": ["; ".join(f.code.value for f in decision.reasons) for decision in made],
             "score": scores,
             "model_version": prepared.model_version,
-            "premium": premium,
+            "premium": np.fromiter((d.premium for d in made), dtype=bool, count=len(made)),
             "expected_loss_fen": scores * frame["paid_fen"].to_numpy(),
         }
     )
