@@ -357,6 +357,46 @@ def merchant_report_command(
         typer.echo(f"wrote {out}: {len(mine):,} requests of shop {shop}")
 
 
+@app.command("replay-audit")
+def replay_audit_command(
+    audit: Annotated[Path, typer.Option(help="The service's audit log (SQLite, read-only).")],
+    store: Annotated[Path, typer.Option(help="The online store file the period was served from.")],
+    policy: Annotated[Path, typer.Option(help="The policy file to judge by (YAML).")],
+    model: Annotated[
+        str | None, typer.Option(help="Score every record with this version (a what-if).")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="CSV of every record: served and replayed, side by side.")
+    ] = None,
+) -> None:
+    """Replay a served period's audit log through the backtest's decision and compare: with
+    the served policy and model every decision must come out as served (exit 1 if one does
+    not); with another policy or --model, what they would have decided (docs/backtest.md)."""
+    with _failures(), _bad_backtest_input():
+        from training.backtest_audit import replay_audit
+        from training.backtest_run import load_version, read_policies, write_file_atomically
+
+        base = read_policies(policy, None)[0]
+        chosen = load_version(model) if model is not None else None
+        result = replay_audit(audit, store, base, load_version, chosen)
+        table = result.table
+        if out is not None:
+            write_file_atomically(out, table.to_csv(index=False))
+        differ = result.differences
+        typer.echo(
+            f"replayed {len(table):,} decisions under policy {base.version}: "
+            f"{len(table) - len(differ):,} as served, {len(differ):,} different"
+        )
+        for row in differ.head(10).itertuples():
+            typer.echo(
+                f"  {row.refund_id}: served {row.decision_served} [{row.reasons_served}], "
+                f"replayed {row.decision_replayed} [{row.reasons_replayed}]"
+            )
+        served_policy = set(table["policy_served"]) <= {base.version}
+        if len(differ) and served_policy and model is None:
+            raise typer.Exit(EXIT_FAILED)  # the served policy and model: a failed check
+
+
 @contextmanager
 def _bad_backtest_input() -> Iterator[None]:
     from training.backtest_run import BacktestInputError

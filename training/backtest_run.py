@@ -93,6 +93,17 @@ def _replay_model(client, name: str, version: str) -> bt.ReplayModel:
     )
 
 
+def load_version(version: str, model_name: str = MODEL_NAME) -> bt.ReplayModel:
+    """A registered version as the replay scores with it (its Booster, threshold, columns).
+
+    Raises:
+        BacktestInputError: The version does not exist or its tags are unreadable.
+    """
+    from training import registry
+
+    return _replay_model(registry.connect(), model_name, version)
+
+
 def model_schedule(
     model: str | None,
     as_trained: bool,
