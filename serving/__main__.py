@@ -186,6 +186,102 @@ def migrate() -> None:
         typer.echo(f"database {where}: schema migrated from version {before} to {after}")
 
 
+@app.command()
+def drift(
+    since: Annotated[
+        str | None, typer.Option(help="First day, YYYY-MM-DD (UTC), included; default: all.")
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option(help="Last day, YYYY-MM-DD (UTC), included; default: all.")
+    ] = None,
+    audit: Annotated[
+        Path | None, typer.Option(help="The audit log; default FASTREFUND_AUDIT_PATH.")
+    ] = None,
+    model_version: Annotated[
+        str | None,
+        typer.Option(
+            "--model-version",
+            help="Judge this version's decisions; default: the version that scored the most.",
+        ),
+    ] = None,
+    reference: Annotated[
+        Path | None,
+        typer.Option(
+            help="A reference profile file (reference/profile.json of the version's run) "
+            "instead of the registry's."
+        ),
+    ] = None,
+    plot: Annotated[
+        Path, typer.Option(help="Where to draw the worst features' PSI (.png or .svg).")
+    ] = Path("drift.png"),
+    min_rows: Annotated[
+        int, typer.Option("--min-rows", min=1, help="Fewer scored decisions: not enough data.")
+    ] = 100,
+) -> None:
+    """PSI of every feature and of the score in the audit log's decisions against the model
+    version's training population. Exit 0: no drift; 1: some PSI above the policy's
+    drift_psi_alert; 3: no reference or not enough data to judge; 2: bad input."""
+    from modelcontract import ReferenceProfile
+    from serving.audit import AuditUnavailable
+    from serving.config import ConfigError, Settings
+    from serving.drift import ALERT, NO_REFERENCE, drift_report, report_lines
+    from serving.drift_report import plot_worst, registry_reference, scored_rows
+    from serving.policy import load_policy
+
+    for name, value in (("--since", since), ("--until", until)):
+        if value is not None and not _is_date(value):
+            _fail(f"{name} {value!r} is not a date (expected YYYY-MM-DD)")
+    if plot.suffix not in (".png", ".svg"):
+        _fail(f"--plot {plot}: the file name must end in .png or .svg")
+    start = _midnight(since) if since else None
+    end = _midnight(until) + 86_400.0 if until else None
+    try:
+        settings = Settings.load()
+        policy = load_policy(settings.policy_path)
+        found = scored_rows(audit or settings.audit_path, start, end, model_version)
+    except (AuditUnavailable, ConfigError, ValueError, OSError) as exc:
+        _fail(str(exc))
+    profile, why = None, ""
+    if reference is not None:
+        try:
+            profile = ReferenceProfile.model_validate_json(reference.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            _fail(f"--reference {reference}: {exc}")
+    elif found.version is not None:
+        try:
+            profile, why = registry_reference(
+                settings.tracking_uri(), settings.model_name, found.version
+            )
+        except Exception as exc:  # noqa: BLE001 - the registry's own error, named
+            _fail(f"model registry: {type(exc).__name__}: {exc}")
+    report = drift_report(
+        found.rows,
+        found.columns,
+        found.scores,
+        profile,
+        policy.drift_psi_alert,
+        threshold=found.threshold,
+        model_version=found.version,
+        min_rows=min_rows,
+        exempt=policy.drift_exempt_features,
+    )
+    for line in report_lines(report):
+        typer.echo(line)
+    if report.status == NO_REFERENCE and why:
+        typer.echo(f"  {why}")
+    if len(found.versions) > 1:
+        others = ", ".join(f"{v}: {n:,}" for v, n in found.versions.items() if v != found.version)
+        typer.echo(f"  other versions in the range, not judged: {others}")
+    if report.features:
+        title = f"drift of version {report.model_version}: {report.rows:,} decisions"
+        plot_worst(plot, report.worst, report.alert, report.exempt, title)
+        typer.echo(f"wrote {plot}")
+    if report.status == ALERT:
+        raise typer.Exit(1)
+    if report.status != "ok":
+        raise typer.Exit(3)
+
+
 def _fail(message: str) -> None:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(2)

@@ -77,6 +77,9 @@ class Policy(_Frozen):
     # 0.25 is the usual "significant shift" line (0.1-0.25: moderate), for any feature or the
     # score against the model version's training population (`serving.drift`).
     drift_psi_alert: float = Field(default=0.25, gt=0, allow_inf_nan=False)
+    # Features whose PSI is reported but never alerts: ages, which grow with time whatever
+    # buyers do (the live population is always older than the one a model was trained on).
+    drift_exempt_features: frozenset[str] = frozenset()
 
     @field_validator("excluded_categories")
     @classmethod

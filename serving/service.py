@@ -23,6 +23,7 @@ from serving.answers import Answer
 from serving.audit import AuditUnavailable, DecisionRecord
 from serving.config import Settings
 from serving.decision import decide
+from serving.drift_window import DriftCollector, DriftWindow
 from serving.metrics import Metrics
 from serving.model import Champion
 from serving.policy import Policy
@@ -82,6 +83,16 @@ class Service(Supervisor):
         self._decision_counters: dict[str, Any] = {}
         self._reason_counters: dict[str, Any] = {}
         metrics.policy.labels(version=policy.version).set(1)
+        # What this worker scored, for its drift gauges on /metrics (serving.drift_window).
+        self.drift = DriftWindow()
+        metrics.registry.register(
+            DriftCollector(
+                self.drift,
+                lambda: self.champion,
+                policy.drift_psi_alert,
+                policy.drift_exempt_features,
+            )
+        )
 
     def decide(self, requests: Sequence[DecisionRequest]) -> list[Answer]:
         """Decide and audit a batch; every answer is committed before it is returned.
@@ -135,6 +146,7 @@ class Service(Supervisor):
         )
         replies: list[Answer] = []
         made: list[tuple[str, tuple[rules.Failure, ...]]] = []
+        scored: list[tuple[Any, float]] = []  # new decisions' vectors and scores (drift)
         single = commit and len(requests) == 1
         with audit.transaction() if commit else audit.reading() as tx:
             described = None  # the snapshot this transaction describes in the log, if any
@@ -189,6 +201,8 @@ class Service(Supervisor):
                                 batch_loss[key] = batch_loss.get(key, 0.0) + loss
                 replies.append(reply)
                 made.append((record.decision, failed))
+                if score is not None:
+                    scored.append((found[i][0].features, score))  # type: ignore[union-attr]
             if commit and pending and tx.insert_many(pending) != len(pending):
                 # Cannot happen: the transaction holds the write lock and every refund id
                 # already stored was looked up in it. Roll back rather than answer.
@@ -198,6 +212,8 @@ class Service(Supervisor):
         if described is not None:  # committed
             audit.snapshots_recorded.add(described)
         self._count_made(made)  # only once committed: a rolled-back batch decided nothing
+        if scored and champion is not None and meta is not None:
+            self.drift.record(champion.version, meta.feature_columns, scored)
         return replies
 
     def _decide_one(
