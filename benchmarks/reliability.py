@@ -7,6 +7,9 @@
   versions (and the servers reload) and `materialize` replaces the store between two as-of
   dates: no failed request, every answer's model version was champion while it was in
   flight, no batch answered from two store snapshots.
+- `disk` (benchmarks/reliability_disk.py, root): the audit log's file system filled, then
+  turned read-only, under load: decisions answered 503, nothing answered that is not recorded,
+  and the same server resumes when the disk is writable again.
 
 Everything is driven through the public surface: the CLI (`features simulate`, `serving
 materialize`, `serving run`, `serving export-decisions`) and HTTP. The tests
@@ -16,6 +19,8 @@ docs/reliability.md come from:
     .venv/bin/python benchmarks/reliability.py crash --rounds 20
     .venv/bin/python benchmarks/reliability.py crash --rounds 20 --synchronous FULL
     .venv/bin/python benchmarks/reliability.py swaps --promotions 10
+    .venv/bin/python benchmarks/reliability.py disk --rounds 5  # root
+    .venv/bin/python benchmarks/reliability.py disk --rounds 5 --synchronous FULL
 
 Load only ever targets 127.0.0.1, and every loop is bounded in count and time.
 """
@@ -508,6 +513,9 @@ def main() -> None:
     crash.add_argument("--synchronous", choices=["NORMAL", "FULL"], default="NORMAL")
     swap = sub.add_parser("swaps", help="promotions and materialize under load")
     swap.add_argument("--promotions", type=int, default=10)
+    disk = sub.add_parser("disk", help="the audit log's disk full, then read-only, under load")
+    disk.add_argument("--rounds", type=int, default=5)
+    disk.add_argument("--synchronous", choices=["NORMAL", "FULL"], default="NORMAL")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="fastrefund-reliability-") as tmp:
         root = Path(tmp)
@@ -517,6 +525,10 @@ def main() -> None:
         started = time.monotonic()
         if args.what == "crash":
             result: object = crash_rounds(world, root, args.rounds, args.synchronous)
+        elif args.what == "disk":
+            from benchmarks.reliability_disk import disk_rounds  # it imports this module
+
+            result = disk_rounds(world, root, args.rounds, args.synchronous)
         else:
             result = swaps(world, root, args.promotions)
         print(f"{args.what} ({time.monotonic() - started:.0f} s):")
