@@ -17,6 +17,7 @@ from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
+from serving.bodies import MAX_ERRORS, MAX_KEYS, MAX_OBJECTS
 from serving.schemas import DecisionRequest, Factor
 
 REF = "#/components/schemas/{model}"
@@ -109,7 +110,9 @@ class Readiness(BaseModel):
 # DecisionRequest gets its own 422 in `results`. Only the envelope is refused whole.
 BATCH_REQUEST: dict[str, Any] = {
     "title": "BatchRequest",
-    "description": "Up to 1,000 requests, each judged alone.",
+    "description": "Up to 1,000 requests, each judged alone. The body is refused whole "
+    f"(422) if it repeats a key in one object, holds an object of more than {MAX_KEYS} keys "
+    f"or more than {MAX_OBJECTS:,} objects.",
     "type": "object",
     "additionalProperties": False,
     "required": ["requests"],
@@ -154,7 +157,10 @@ WHY = {
     404: "No decision stored for this refund_id",
     409: "The refund_id was already decided for a different request",
     413: "The request body is larger than FASTREFUND_MAX_BODY_BYTES",
-    422: "Invalid request: the detail names each field",
+    422: f"Invalid request: the detail names each field, at most {MAX_ERRORS} errors for "
+    "the body (or a batch item) and then one `too_many_errors` entry counting the rest. A "
+    f"body repeating a key in one object, with an object of more than {MAX_KEYS} keys or "
+    f"more than {MAX_OBJECTS:,} objects, is refused whole with one entry saying which.",
     503: "A dependency is down (audit log, online store, registry): nothing was decided; "
     "fall back to merchant review",
 }
