@@ -282,6 +282,48 @@ def drift(
         raise typer.Exit(3)
 
 
+@app.command("shadow-report")
+def shadow_report(
+    since: Annotated[
+        str | None, typer.Option(help="First day, YYYY-MM-DD (UTC), included; default: all.")
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option(help="Last day, YYYY-MM-DD (UTC), included; default: all.")
+    ] = None,
+    audit: Annotated[
+        Path | None, typer.Option(help="The audit log; default FASTREFUND_AUDIT_PATH.")
+    ] = None,
+    html_out: Annotated[
+        Path | None,
+        typer.Option("--html", help="Also write a page with plots here (.html)."),
+    ] = None,
+    top: Annotated[int, typer.Option(min=0, help="Disagreements to list.")] = 20,
+) -> None:
+    """How the challenger in shadow would have decided: agreement with the champion and the
+    requests they would have decided differently (read-only)."""
+    from serving.audit import AuditUnavailable
+    from serving.config import ConfigError, Settings
+    from serving.shadow_report import report_lines, shadowed_decisions, write_html
+
+    for name, value in (("--since", since), ("--until", until)):
+        if value is not None and not _is_date(value):
+            _fail(f"{name} {value!r} is not a date (expected YYYY-MM-DD)")
+    if html_out is not None and html_out.suffix != ".html":
+        _fail(f"--html {html_out}: the file name must end in .html")
+    start = _midnight(since) if since else None
+    end = _midnight(until) + 86_400.0 if until else None
+    try:
+        path = audit if audit is not None else Settings.load().audit_path
+        frame, total = shadowed_decisions(path, start, end)
+    except (AuditUnavailable, ConfigError) as exc:
+        _fail(str(exc))
+    for line in report_lines(frame, total, top):
+        typer.echo(line)
+    if html_out is not None:
+        write_html(html_out, frame, total)
+        typer.echo(f"wrote {html_out}")
+
+
 def _fail(message: str) -> None:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(2)

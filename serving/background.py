@@ -1,4 +1,5 @@
-"""What a worker runs beside its requests: audit checkpoints and following the champion.
+"""What a worker runs beside its requests: audit checkpoints, following the champion, and
+following the challenger it scores in shadow.
 
 Both are started by the lifespan (`serving.lifespan`) and cancelled when the worker stops;
 neither ever ends on an error (it is logged, and the next round tries again).
@@ -10,9 +11,11 @@ import asyncio
 import json
 import logging
 
+from modelcontract import CHALLENGER
 from serving.audit import AuditUnavailable
 from serving.model import ModelUnavailable, champion_version
 from serving.service import Service
+from serving.shadow import load_challenger
 
 logger = logging.getLogger("serving")
 
@@ -92,3 +95,72 @@ async def follow_champion(service: Service, every_seconds: float, retry_after: i
             )
         except AuditUnavailable as exc:
             logger.warning("model reload not recorded", extra={"fields": {"error": str(exc)}})
+
+
+async def refresh_challenger(service: Service, skip: str | None = None) -> str | None:
+    """Load `@challenger` into `service.challenger` when it names another version than the
+    one loaded (and than the champion); drop it when the alias is gone or names the champion.
+
+    Never raises: a challenger that fails to load, or a registry that cannot be asked, is
+    logged and counted (`fastrefund_unavailable{component="shadow"}`), and there is no
+    shadow meanwhile. Decisions never wait for it (the load runs in a thread).
+
+    Args:
+        service: The worker's service.
+        skip: A version not to try loading now (it failed a moment ago).
+
+    Returns:
+        The version `@challenger` names (None when unset or the registry is down).
+    """
+    settings = service.settings
+    try:
+        wanted = await asyncio.to_thread(
+            champion_version, settings.tracking_uri(), settings.model_name, CHALLENGER
+        )
+    except Exception as exc:  # noqa: BLE001 - no shadow is not an outage
+        logger.warning("challenger alias not read", extra={"fields": {"error": repr(exc)}})
+        return None
+    champion = service.champion
+    if wanted is None or (champion is not None and wanted == champion.version):
+        service.challenger = None
+        return wanted
+    loaded = service.challenger
+    if (loaded is not None and loaded.version == wanted) or wanted == skip:
+        return wanted
+    try:
+        challenger = await asyncio.to_thread(
+            load_challenger,
+            settings.tracking_uri(),
+            settings.model_name,
+            CHALLENGER,
+            service.max_threshold,
+        )
+    except ModelUnavailable as exc:
+        service.challenger = None  # the one loaded is no longer @challenger
+        service.metrics.unavailable.labels(component="shadow").inc()
+        logger.error(
+            "challenger not loaded: decisions go on without a shadow",
+            extra={"fields": {"error": str(exc)}},
+        )
+        return wanted
+    service.challenger = challenger
+    logger.info("challenger loaded in shadow", extra={"fields": {"version": challenger.version}})
+    return wanted
+
+
+async def follow_challenger(service: Service, every_seconds: float, retry_after: int = 10) -> None:
+    """`refresh_challenger` every `every_seconds`, following the alias as it moves; a version
+    that failed to load is tried again only every `retry_after` checks."""
+    failed: str | None = None
+    waits = 0
+    while True:
+        await asyncio.sleep(every_seconds)
+        skip = failed if waits < retry_after else None
+        waits += 1
+        wanted = await refresh_challenger(service, skip)
+        loaded = service.challenger.version if service.challenger is not None else None
+        champion = service.champion.version if service.champion is not None else None
+        if wanted in (None, loaded, champion):
+            failed = None
+        elif wanted != skip:  # just tried, and failed
+            failed, waits = wanted, 0

@@ -18,7 +18,12 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from fastapi import FastAPI
 
 from modelcontract import redact_uri
-from serving.background import checkpoint_audit, follow_champion
+from serving.background import (
+    checkpoint_audit,
+    follow_challenger,
+    follow_champion,
+    refresh_challenger,
+)
 from serving.coalesce import Coalescer
 from serving.config import Settings
 from serving.deps import token_table
@@ -56,6 +61,7 @@ def lifespan(settings: Settings, clock: Clock) -> Callable[[FastAPI], AbstractAs
         )
         app.state.tokens = token_table(settings)
         await service.start()
+        await refresh_challenger(service)  # the shadow, if any: never stops the worker
         logger.info(
             "serving",
             extra={
@@ -79,6 +85,9 @@ def lifespan(settings: Settings, clock: Clock) -> Callable[[FastAPI], AbstractAs
         if settings.model_check_seconds > 0:
             background.append(
                 asyncio.create_task(follow_champion(service, settings.model_check_seconds))
+            )
+            background.append(
+                asyncio.create_task(follow_challenger(service, settings.model_check_seconds))
             )
         try:
             yield

@@ -28,8 +28,9 @@ class Scorer:
     """Scores buyers with the champion, mapping the store's columns to the model's once per
     model version and snapshot layout."""
 
-    def __init__(self, metrics: Metrics):
+    def __init__(self, metrics: Metrics, component: str = "scoring"):
         self._metrics = metrics
+        self._component = component  # the `fastrefund_unavailable` label its failures count
         self._columns: tuple[tuple[str, tuple[str, ...]], _ColumnIndex] | None = None
 
     def scores(
@@ -72,7 +73,10 @@ class Scorer:
             predicted = champion.score_rows(vectors)
         except Exception as exc:  # noqa: BLE001 - fail closed on any scoring failure
             self._unavailable()
-            logger.error("scoring failed", extra={"fields": {"error": repr(exc)}})
+            logger.error(
+                "scoring failed",
+                extra={"fields": {"component": self._component, "error": repr(exc)}},
+            )
             return scores
         if len(predicted) != len(rows):
             self._unavailable()
@@ -109,7 +113,7 @@ class Scorer:
             return None
 
     def _unavailable(self) -> None:
-        self._metrics.unavailable.labels(component="scoring").inc()
+        self._metrics.unavailable.labels(component=self._component).inc()
 
     def _column_index(self, champion: Champion, meta: StoreMeta) -> _ColumnIndex:
         """Where each of the model's input columns sits in the store's vectors (cached).

@@ -80,6 +80,9 @@ class Service(Supervisor):
         super().__init__(settings, metrics, clock, max_threshold=policy.max_premium_threshold)
         self.policy = policy
         self._scorer = Scorer(metrics)
+        # The challenger in shadow (serving.shadow): scored beside the champion, never acted on.
+        self.challenger: Champion | None = None
+        self._shadow_scorer = Scorer(metrics, component="shadow")
         self._decision_counters: dict[str, Any] = {}
         self._reason_counters: dict[str, Any] = {}
         metrics.policy.labels(version=policy.version).set(1)
@@ -135,6 +138,7 @@ class Service(Supervisor):
         champion = self.champion  # one model for the whole batch, even across a reload
         store_failure, meta, found = self._lookup(requests)
         scores = self._scorer.scores(champion, meta, found) if store_failure is None else None
+        shadow = self._shadow_scores(champion, meta, found) if store_failure is None else None
         context = _Context(
             now=now,
             decided_at=answers.iso_timestamp(now),
@@ -185,6 +189,17 @@ class Service(Supervisor):
                 reply, record, failed = self._decide_one(
                     context, request, request_text, request_hash, found[i], score, counts, exposure
                 )
+                if shadow is not None:
+                    record = self._with_shadow(
+                        record,
+                        context,
+                        request,
+                        found[i],
+                        shadow[1][i],
+                        counts,
+                        exposure,
+                        shadow[0],
+                    )
                 if single:
                     if not tx.insert(record):  # the refund_id was decided before
                         previous = tx.get(request.refund_id)
@@ -281,6 +296,56 @@ class Service(Supervisor):
             snapshot=context.snapshot,
         )
         return reply, record, decision.reasons
+
+    def _shadow_scores(
+        self, champion: Champion | None, meta: StoreMeta | None, found: _Found
+    ) -> tuple[Champion, list[float | None]] | None:
+        """The challenger's scores for the batch, when one other than the champion is loaded;
+        None otherwise, or when it cannot score (logged and counted, never raised)."""
+        challenger = self.challenger
+        if challenger is None or (champion is not None and challenger.version == champion.version):
+            return None
+        try:
+            scores = self._shadow_scorer.scores(challenger, meta, found)
+        except Exception as exc:  # noqa: BLE001 - the shadow never fails a decision
+            self.metrics.unavailable.labels(component="shadow").inc()
+            logger.error("shadow scoring failed", extra={"fields": {"error": repr(exc)}})
+            return None
+        return None if scores is None else (challenger, scores)
+
+    def _with_shadow(
+        self,
+        record: DecisionRecord,
+        context: _Context,
+        request: DecisionRequest,
+        found: tuple[BuyerRecord | None, ShopRecord | None],
+        score: float | None,
+        approvals: tuple[int, int],
+        exposure: tuple[float, float],
+        challenger: Champion,
+    ) -> DecisionRecord:
+        """The record with the challenger's version, score and the decision it would have made
+        on the same inputs (the same pure `decide`); the answer is the champion's alone."""
+        if score is None:
+            return record
+        would = decide(
+            request,
+            found[0],
+            found[1],
+            score,
+            challenger.threshold,
+            approvals,
+            self.policy,
+            context.now,
+            feature_count=len(context.meta.feature_columns) if context.meta else 0,
+            unavailable=context.store_failure,
+            exposure=exposure,
+        )
+        return record._replace(
+            challenger_version=challenger.version,
+            challenger_score=score,
+            challenger_decision=would.decision,
+        )
 
     def buyer_standing(self, buyer: BuyerRecord | None) -> dict:
         """A buyer's score by the champion now, the premium flag and, when not premium, the

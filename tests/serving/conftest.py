@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+import serving.lifespan
 import serving.supervisor
 from serving.app import create_app
 from serving.config import DEV_ADMIN_TOKEN, DEV_DECIDER_TOKEN, Settings
@@ -172,6 +173,10 @@ def champion_loader(monkeypatch: pytest.MonkeyPatch) -> Callable[[Champion | Exc
 
         monkeypatch.setattr(serving.supervisor, "load_champion", load)
 
+    async def no_challenger(*_: object) -> None:
+        return None  # no registry here: no shadow (tests/serving/test_shadow.py sets one)
+
+    monkeypatch.setattr(serving.lifespan, "refresh_challenger", no_challenger)
     use(stub_champion())
     return use
 
