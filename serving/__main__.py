@@ -35,6 +35,7 @@ def materialize(
 ) -> None:
     """Compute buyer features, revocations and shop eligibility; replace the store atomically."""
     import features
+    from serving.database import DatabaseError
     from serving.materialize import materialize as run_materialize
 
     if as_of is not None and not _is_date(as_of):
@@ -44,8 +45,11 @@ def materialize(
     except (features.LogFileError, features.LogValidationError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
+    except DatabaseError as exc:  # one line, never the password
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
     typer.echo(
-        f"online store {report.store_path} as of {report.as_of} ({report.feature_set_version}): "
+        f"online store {report.where} as of {report.as_of} ({report.feature_set_version}): "
         f"{report.buyers} buyers ({report.revoked_buyers} revoked), "
         f"{report.eligible_shops}/{report.shops} shops eligible"
     )
@@ -368,6 +372,14 @@ def run(
     except (ConfigError, ValueError, OSError) as exc:
         typer.echo(f"configuration error: {exc}", err=True)
         raise typer.Exit(2) from exc
+    if settings.database_url is not None:
+        from serving.database import DatabaseError, ensure_schema
+
+        try:  # migrated when behind, refused when ahead; before any worker starts
+            ensure_schema(settings.database_url.get_secret_value())
+        except DatabaseError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
     configure_logging(settings.log_level)
     uvicorn.run(
         "serving.__main__:worker_app",

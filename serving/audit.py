@@ -454,6 +454,12 @@ class AuditTransaction:
     def __init__(self, conn: sqlite3.Connection):
         self._conn = conn
 
+    def hold(
+        self, buyers: Iterable[str], refunds: Iterable[str], shops: Iterable[str] = ()
+    ) -> None:
+        """Nothing to take: `BEGIN IMMEDIATE` already holds the whole log for this
+        transaction (PostgreSQL's log locks each buyer, refund id and shop instead)."""
+
     def get(self, refund_id: str) -> DecisionRecord | None:
         """The stored decision for a refund, if any."""
         row = self._conn.execute(

@@ -14,6 +14,10 @@ the newer one misreads).
 from __future__ import annotations
 
 import re
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib import resources
 from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
@@ -27,8 +31,9 @@ URL_VARIABLE = "FASTREFUND_DATABASE_URL"
 _MIGRATION_LOCK = 0x46524D47  # "FRMG"
 
 
-class DatabaseError(RuntimeError):
-    """PostgreSQL cannot be used; the message never holds the password."""
+class DatabaseError(OSError):
+    """PostgreSQL cannot be used; the message never holds the password. An OSError, as a
+    store file that cannot be written is to the jobs that write it (retrain)."""
 
 
 class SchemaError(DatabaseError):
@@ -104,7 +109,10 @@ def open_pool(url: str, *, min_size: int = 1, max_size: int = 4) -> ConnectionPo
         kwargs={"autocommit": True, "connect_timeout": 2, "application_name": "fastrefund"},
         open=False,
         timeout=1.0,
-        reconnect_timeout=0,  # never give up reconnecting (0: retry forever)
+        # A connection that cannot be made is retried with backoff (1, 2, 4 s...) for 10 s,
+        # then left to be made again when a request waits for one: short, so a database
+        # back after a long outage is used at once rather than after a minute's backoff.
+        reconnect_timeout=10.0,
         name="fastrefund",
     )
     pool.open(wait=False)
@@ -216,3 +224,68 @@ def _refuse_ahead(version: int, url: str) -> None:
             f"{latest_version()}: a newer release migrated it; run that release (this one "
             "would write rows it may misread)"
         )
+
+
+class Database:
+    """One instance's pool on the shared database, and when it last failed.
+
+    The request path runs on the event loop, so it must never wait long for a database that
+    is down: after a connection failure every use fails at once for `retry_seconds` (the
+    caller answers 503), then one request tries again, waiting at most 50 ms for a
+    connection, while the pool reconnects in its own threads. When the database is back,
+    the next try succeeds: no restart.
+    """
+
+    def __init__(self, url: str, *, retry_seconds: float = 0.5, max_size: int = 4):
+        self.url = url
+        self.name = redact(url)
+        self.pool = open_pool(url, max_size=max_size)
+        self.retry_seconds = retry_seconds
+        self.error = ""  # why the last use failed; "" while it works
+        self._retry_at = 0.0
+
+    @contextmanager
+    def connection(self, unavailable: type[Exception]) -> Iterator[psycopg.Connection]:
+        """A pooled connection; any database error leaves as `unavailable` (one line, no
+        password), and a lost connection opens the pause described above.
+
+        Raises:
+            unavailable: The database cannot be used now.
+        """
+        import psycopg
+        from psycopg_pool import PoolTimeout
+
+        now = time.monotonic()
+        if now < self._retry_at:
+            raise unavailable(self.error)
+        try:
+            conn = self.pool.getconn(timeout=0.05 if self.error else 1.0)
+        except PoolTimeout:
+            self._failed(f"database {self.name}: no connection (is it down?)")
+            raise unavailable(self.error) from None
+        try:
+            yield conn
+        except psycopg.OperationalError as exc:  # the connection or the server went away
+            self._failed(describe(exc, self.url))
+            raise unavailable(self.error) from None
+        except psycopg.Error as exc:
+            raise unavailable(describe(exc, self.url)) from None
+        finally:
+            self.pool.putconn(conn)  # a broken one is discarded and replaced by the pool
+        self.error = ""
+
+    def _failed(self, error: str) -> None:
+        self.error = error
+        self._retry_at = time.monotonic() + self.retry_seconds
+        # The idle connections are likely dead too (a restarted server): have the pool test
+        # them in its own time rather than fail the next requests one by one.
+        threading.Thread(target=self._check, daemon=True, name="pg-pool-check").start()
+
+    def _check(self) -> None:
+        try:
+            self.pool.check()
+        except Exception:  # noqa: BLE001, S110 - best effort; requests report real failures
+            pass
+
+    def close(self) -> None:
+        self.pool.close()

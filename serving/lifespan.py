@@ -18,6 +18,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from fastapi import FastAPI
 
 from modelcontract import redact_uri
+from serving.backends import describe_location
 from serving.background import (
     checkpoint_audit,
     follow_challenger,
@@ -69,9 +70,7 @@ def lifespan(settings: Settings, clock: Clock) -> Callable[[FastAPI], AbstractAs
                     "environment": settings.environment,
                     "policy_version": policy.version,
                     "model_version": service.champion.version if service.champion else None,
-                    # Absolute: a relative default resolves against the working directory.
-                    "store": str(settings.store_path.resolve()),
-                    "audit": str(settings.audit_path.resolve()),
+                    **describe_location(settings),  # never a password
                     "tracking_uri": redact_uri(settings.tracking_uri()),
                 }
             },

@@ -36,6 +36,7 @@ class MaterializeReport:
     approved_pre_ship_refunds: int
     tracking_after_refund: int
     worst_shops: list[dict] = field(default_factory=list)
+    where: str = ""  # the store as it may be shown: the file, or the database's redacted URL
 
 
 def default_as_of(log: features.TransactionLog) -> pd.Timestamp:
@@ -168,6 +169,7 @@ def materialize(
     store_path: str | Path | None = None,
     policy: Policy | None = None,
     features_path: str | Path | None = None,
+    database_url: str | None = None,
 ) -> MaterializeReport:
     """Compute the snapshot as of a date and replace the online store with it, atomically.
 
@@ -175,6 +177,9 @@ def materialize(
         data_dir: The transaction log (a directory `features.load_log` reads).
         as_of: The as-of date D (features known at D 00:00 UTC); default: the end of the log.
         store_path: The SQLite store; default: the service setting (FASTREFUND_STORE_PATH).
+        database_url: The PostgreSQL database to write instead; default, when no
+            `store_path` is given: the service setting (FASTREFUND_DATABASE_URL), if set.
+            Its schema is migrated first when behind (refused when ahead).
         policy: The policy (shop thresholds); default: the service's policy file.
         features_path: Buyer features `features build` wrote (e.g. on Spark), used instead
             of computing them; revocations and shop eligibility still come from the log.
@@ -183,11 +188,15 @@ def materialize(
         features.LogFileError, features.LogValidationError: The log cannot be used.
         ValueError: The as-of date is not a date or is outside the log, or the snapshot
             holds no buyer (the store is then left as it is).
+        serving.database.DatabaseError: PostgreSQL cannot be reached, migrated or written
+            (the snapshot serving stays).
     """
     if store_path is None or policy is None:
         from serving.config import Settings
 
         settings = Settings.load()
+        if store_path is None and database_url is None and settings.database_url is not None:
+            database_url = settings.database_url.get_secret_value()
         store_path = store_path if store_path is not None else settings.store_path
         policy = policy if policy is not None else load_policy(settings.policy_path)
     log = features.load_log(data_dir)
@@ -249,13 +258,22 @@ def materialize(
         materialized_at=datetime.now(UTC).isoformat(timespec="seconds"),
         policy_version=policy.version,
     )
-    write_snapshot(store_path, meta, buyer_rows, shop_rows)
+    if database_url is not None:
+        from serving.database import redact
+        from serving.postgres_store import write_snapshot as write_to_postgres
+
+        write_to_postgres(database_url, meta, buyer_rows, shop_rows)
+        where = f"{redact(database_url)} (PostgreSQL)"
+    else:
+        write_snapshot(store_path, meta, buyer_rows, shop_rows)
+        where = str(store_path)
 
     worst = metrics.loc[metrics["tracking_after_refund"] > 0].sort_values(
         ["tracking_after_refund", "tracking_after_refund_rate"], ascending=False
     )
     return MaterializeReport(
-        store_path=Path(store_path),
+        store_path=Path(store_path or ""),  # "" (.) when the store is in PostgreSQL
+        where=where,
         as_of=as_of_text,
         feature_set_version=features.FEATURE_SET_VERSION,
         buyers=len(buyer_rows),

@@ -153,6 +153,16 @@ class Service(Supervisor):
         scored: list[tuple[Any, float]] = []  # new decisions' vectors and scores (drift)
         single = commit and len(requests) == 1
         with audit.transaction() if commit else audit.reading() as tx:
+            if commit:
+                # Several instances on one database: wait for, then hold until commit, each
+                # of the batch's buyers and refund ids (and shops, when the loss budget sums
+                # their approvals), so that no other instance counts or inserts alongside
+                # (serving.postgres_audit). SQLite's transaction already holds the whole log.
+                tx.hold(
+                    [r.order.buyer_id for r in requests],
+                    [r.refund_id for r in requests],
+                    [r.order.shop_id for r in requests] if self.policy.loss_budget.active else (),
+                )
             described = None  # the snapshot this transaction describes in the log, if any
             snapshot = context.snapshot
             if commit and meta and snapshot and snapshot not in audit.snapshots_recorded:

@@ -15,11 +15,14 @@ import logging
 import time
 from collections.abc import Callable
 
-from serving.audit import AuditLog, AuditUnavailable
+from serving import backends
+from serving.audit import AuditUnavailable
+from serving.backends import Audit, Store
 from serving.config import Settings
+from serving.database import Database
 from serving.metrics import Metrics
 from serving.model import Champion, ModelUnavailable, load_champion
-from serving.store import OnlineStore, StoreUnavailable
+from serving.store import StoreUnavailable
 
 logger = logging.getLogger("serving")
 
@@ -50,10 +53,12 @@ class Supervisor:
         self.clock = clock
         self.champion: Champion | None = None
         self.model_error: str = "not loaded yet"
-        self.store: OnlineStore | None = None
+        # The PostgreSQL pool when FASTREFUND_DATABASE_URL is set (store and log share it).
+        self.database: Database | None = None
+        self.store: Store | None = None
         self.store_error: str = "not opened yet"
         self._store_synced = False  # whether `store` has the audit log's overrides
-        self.audit: AuditLog | None = None
+        self.audit: Audit | None = None
         self._audit_id: str | None = None  # the log this worker began with
         self._audit_gone = ""  # why, while the log it had is missing
         self.audit_error: str = "not opened yet"
@@ -77,7 +82,12 @@ class Supervisor:
         except ModelUnavailable:
             pass  # logged; decisions fail closed until a reload succeeds
 
-    def open_store(self) -> OnlineStore | None:
+    def _database(self) -> Database | None:
+        if self.database is None and self.settings.database_url is not None:
+            self.database = backends.open_database(self.settings)
+        return self.database
+
+    def open_store(self) -> Store | None:
         """The online store, with every admin override the audit log keeps applied.
 
         Every `store_check_seconds`: opened if it was missing, and reopened if another file
@@ -100,7 +110,7 @@ class Supervisor:
         if self.store is not None and not self.store.replaced():
             return
         try:
-            store = OnlineStore.open(self.settings.store_path)
+            store = backends.open_store(self.settings, self._database())
         except StoreUnavailable as exc:
             self.metrics.unavailable.labels(component="store").inc()
             if self.store is None:
@@ -134,7 +144,7 @@ class Supervisor:
         )
         self.store, self._store_synced, self.store_error = store, True, ""
 
-    def _apply_overrides(self, store: OnlineStore) -> bool:
+    def _apply_overrides(self, store: Store) -> bool:
         """Give a store the audit log's overrides; False (and `store_error` says why) when the
         log cannot be read or the store written. Never long: a second at most."""
         try:
@@ -151,7 +161,7 @@ class Supervisor:
         self.store_error = ""
         return True
 
-    def open_audit(self) -> AuditLog:
+    def open_audit(self) -> Audit:
         """The audit log, looked for at most once a second while it is down.
 
         Once a worker has had a log it keeps to it: one deleted or moved away while in use
@@ -173,7 +183,7 @@ class Supervisor:
         self._next_audit_try = now + 1.0
         path = self.settings.audit_path
         try:
-            audit = AuditLog.open(path, self.settings.audit_synchronous, self._audit_id is None)
+            audit = backends.open_audit(self.settings, self._database(), self._audit_id is None)
         except AuditUnavailable as exc:
             self.metrics.unavailable.labels(component="audit").inc()
             self.audit_error = self._audit_gone or str(exc)
@@ -182,7 +192,7 @@ class Supervisor:
             audit.close()
             self.metrics.unavailable.labels(component="audit").inc()
             self.audit_error = (
-                f"audit log {path} is not the log this worker began with (another worker "
+                f"audit log {audit.path} is not the log this worker began with (another worker "
                 "began it after this one's was deleted or moved?): no decision is answered "
                 "until the service restarts, so that all count approvals in one log"
             )
@@ -196,7 +206,7 @@ class Supervisor:
     def _let_go_of_audit(self) -> None:
         """The file at the audit log's path is not the one open: close it, and say why."""
         assert self.audit is not None
-        path = self.audit.path
+        path = self.settings.audit_path  # a file: only SQLite's log can move (`moved`)
         self.audit.close()
         self.audit, self._next_audit_try = None, 0.0
         if path.exists():
@@ -253,3 +263,5 @@ class Supervisor:
         for db in (self.store, self.audit):
             if db is not None:
                 db.close()
+        if self.database is not None:
+            self.database.close()

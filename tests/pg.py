@@ -49,14 +49,17 @@ def free_port() -> int:
 class PgCluster:
     """One PostgreSQL server in a temporary folder; `stop` and `start` for fault tests."""
 
-    def __init__(self, root: Path, port: int):
+    def __init__(self, root: Path, port: int, fsync: bool = False):
+        self.fsync = fsync
         self.root = root
         self.data = root / "data"
         self.port = port
         self._as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
 
     @classmethod
-    def create(cls) -> PgCluster:
+    def create(cls, fsync: bool = False) -> PgCluster:
+        """A new cluster, started. `fsync` off (the tests: correctness, not durability) or on
+        (the benchmarks: a commit costs what it costs in production)."""
         initdb, pg_ctl = _binary("initdb"), _binary("pg_ctl")
         if initdb is None or pg_ctl is None:
             if os.environ.get("CI"):
@@ -65,7 +68,7 @@ class PgCluster:
                 )
             pytest.skip("PostgreSQL binaries (initdb, pg_ctl) not installed")
         root = Path(tempfile.mkdtemp(prefix="fastrefund-pg-"))
-        cluster = cls(root, free_port())
+        cluster = cls(root, free_port(), fsync)
         cluster._pg_ctl = pg_ctl
         pwfile = root / "pw"
         pwfile.write_text(PASSWORD + "\n")
@@ -93,10 +96,9 @@ class PgCluster:
         subprocess.run([*self._as_postgres, *args], check=True, capture_output=True, timeout=60)
 
     def start(self) -> None:
-        # fsync off: a throwaway cluster; the tests are about correctness, not durability.
         options = (
-            f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off "
-            "-c max_connections=200"
+            f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 "
+            f"-c fsync={'on' if self.fsync else 'off'} -c max_connections=200"
         )
         self._run(self._pg_ctl, "-D", str(self.data), "-o", options, "-w", "-l",
                   str(self.root / "log"), "start")  # fmt: skip

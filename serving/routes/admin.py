@@ -11,13 +11,14 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Path, status
 
 from serving.audit import AuditUnavailable
+from serving.backends import Store
 from serving.deps import AdminDep, ServiceDep
 from serving.model import ModelUnavailable
 from serving.openapi import BuyerView, ReloadAnswer, ShopView
 from serving.records import Override
 from serving.schemas import Id, RevocationChange, ShopEligibilityChange
 from serving.service import Service
-from serving.store import OnlineStore, StoreUnavailable
+from serving.store import StoreUnavailable
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
 logger = logging.getLogger("serving.admin")
@@ -32,7 +33,7 @@ BuyerId = Annotated[Id, Path(description="The buyer_id decision requests carry."
 ShopId = Annotated[Id, Path(description="The shop_id decision requests carry.")]
 
 
-def _store(service: Service) -> OnlineStore:
+def _store(service: Service) -> Store:
     store = service.open_store()
     if store is None:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, service.store_error)
@@ -50,7 +51,7 @@ def _audit(service: Service, actor: str, action: str, target: str, reason: str, 
 
 
 async def _change(
-    service: Service, store: OnlineStore, override: Override, action: str, detail: dict
+    service: Service, store: Store, override: Override, action: str, detail: dict
 ) -> None:
     """Record the admin action with the override (kept durably in the audit log, which every
     store file is given again when it is replaced), then make the change in the store (in a
@@ -91,7 +92,7 @@ async def _change(
         ) from exc
 
 
-def _buyer_view(store: OnlineStore, buyer_id: str, service: Service | None = None) -> dict:
+def _buyer_view(store: Store, buyer_id: str, service: Service | None = None) -> dict:
     buyer = store.buyer(buyer_id)
     known = buyer is not None and len(buyer.features) > 0
     standing = service.buyer_standing(buyer) if service is not None and known else {}
@@ -136,7 +137,7 @@ async def restore_buyer(
     return _buyer_view(store, buyer_id)
 
 
-def _shop_view(store: OnlineStore, shop_id: str) -> dict:
+def _shop_view(store: Store, shop_id: str) -> dict:
     shop = store.shop(shop_id)
     if shop is None:
         return {"shop_id": shop_id, "known": False, "eligible": False, "reasons": "unknown"}
