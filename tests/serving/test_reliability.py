@@ -63,4 +63,4 @@ def test_a_full_or_read_only_audit_disk_is_503_and_service_resumes_without_resta
     assert report.refused_probed > 0 and report.refused_recorded == 0, report
     assert report.retried_decided == report.retried, report  # a refused request is decided later
     assert report.not_ready_during_fault == report.phases == 2, report  # /readyz drained it
-    assert report.phases_resumed == 2 and report.restarts == 0, report
+    assert report.phases_resumed == 2 and report.exited == 0, report
