@@ -97,6 +97,12 @@ class ModelVersionTags(_VersionTags):
     label_maturity_days: int | None = Field(
         default=None, ge=0, description="M: confirmations before T+H+M made the label."
     )
+    # Absent on versions registered before the search: those are all LightGBM Boosters.
+    model_family: Literal["lightgbm", "logistic"] | None = Field(
+        default=None,
+        description="The family the model search chose (its MLmodel file says it too, and "
+        "is what serving follows).",
+    )
     # Absent on versions registered before profiles: no factors, drift "no reference".
     reference_profile: str | None = Field(
         default=None,

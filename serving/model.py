@@ -1,4 +1,5 @@
-"""The champion model: loaded once from the MLflow registry, scored as a native Booster."""
+"""The champion model: loaded once from the MLflow registry, scored as a native Booster or,
+when logistic regression won the model search, as its JSON document (`modelcontract.linear`)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from typing import Any
 import numpy as np
 
 from modelcontract import CHAMPION, MODEL_NAME, GateTags, ModelVersionTags, ReferenceProfile
-from modelcontract.artifact import ArtifactError, booster_file, file_sha256
+from modelcontract.artifact import LINEAR_FAMILY, ArtifactError, file_sha256, model_file
+from modelcontract.linear import LinearModel
 
 logger = logging.getLogger("serving")
 
@@ -40,7 +42,9 @@ class Champion:
 
     name: str
     version: str
-    booster: Any  # a lightgbm.Booster (tests use stand-ins with the same `predict`)
+    # A lightgbm.Booster or a modelcontract.linear.LinearModel (same `predict`); tests use
+    # stand-ins with the same `predict`.
+    booster: Any
     threshold: float
     feature_columns: tuple[str, ...]
     feature_set_version: str
@@ -57,6 +61,7 @@ class Champion:
     explain_one: Callable[[np.ndarray], np.ndarray] | None = None
     # The training population (quantiles and bins); None for a version without one.
     profile: ReferenceProfile | None = None
+    family: str = "lightgbm"  # or "logistic" (modelcontract.artifact's family names)
 
     def score(self, rows: np.ndarray) -> np.ndarray:
         """Score feature rows (in `feature_columns` order) with the native Booster."""
@@ -315,10 +320,11 @@ def load_champion(
     list of feature columns) with a threshold in (0, `max_threshold`]; the gate's `GateTags`
     say `promoted` or `forced` (an alias set by hand on a version no gate run judged is
     refused; a forced promotion is the gate's record of an operator's decision); the `MLmodel`
-    file names a native LightGBM Booster (`modelcontract.artifact.booster_file`, read before
-    any model code runs); and the model file's sha256 is the one the gate recorded. The
-    Booster is then read from its text model file by LightGBM itself: no unpickling, whatever
-    MLflow's own loader would do for another class.
+    file names a native LightGBM Booster or the linear document
+    (`modelcontract.artifact.model_file`, read before any model code runs); and the model
+    file's sha256 is the one the gate recorded. The Booster is then read from its text model
+    file by LightGBM itself, the linear model's numbers by pydantic from JSON: no unpickling,
+    whatever MLflow's own loader would do for another class.
 
     The tracking URI is passed explicitly; no global MLflow state is changed.
 
@@ -364,13 +370,16 @@ def load_champion(
             local = download_artifacts(
                 artifact_uri=location, dst_path=tmp, tracking_uri=tracking_uri
             )
-            model_file = booster_file(local)
-            digest = file_sha256(model_file)
+            family, path = model_file(local)
+            digest = file_sha256(path)
             if digest != gate.model_sha256:
                 raise ArtifactError(
                     f"the model file's sha256 is {digest}, the gate recorded {gate.model_sha256}"
                 )
-            booster = lgb.Booster(model_file=str(model_file))
+            if family == LINEAR_FAMILY:
+                booster: Any = LinearModel.from_json(path.read_bytes())
+            else:
+                booster = lgb.Booster(model_file=str(path))
     except Exception as exc:  # noqa: BLE001
         raise ModelUnavailable(f"{where}: {type(exc).__name__}: {exc}") from exc
     columns = tags.feature_columns
@@ -380,6 +389,16 @@ def load_champion(
             f"{where}: the Booster takes {n_features} features, "
             f"the feature_columns tag lists {len(columns)}"
         )
+    if isinstance(booster, LinearModel):
+        if booster.feature_name() != list(columns):
+            raise ModelUnavailable(
+                f"{where}: the linear model's feature columns differ from its feature_columns tag"
+            )
+        # Its own single-row path (a dot product) and its terms as the factors' contributions.
+        score_one: Callable[[np.ndarray], float] | None = booster.score_one
+        explain_one: Callable[[np.ndarray], np.ndarray] | None = booster.contributions
+    else:
+        score_one, explain_one = _single_row_scorer(booster), _contributions(booster)
     champion = Champion(
         name,
         str(version.version),
@@ -387,14 +406,15 @@ def load_champion(
         tags.threshold,
         columns,
         tags.feature_set_version,
-        score_one=_single_row_scorer(booster),
-        explain_one=_contributions(booster),
+        score_one=score_one,
+        explain_one=explain_one,
         profile=_reference_profile(
             tracking_uri,
             getattr(version, "run_id", None),
             tags.reference_profile,
             f"{name} version {version.version}",
         ),
+        family=LINEAR_FAMILY if isinstance(booster, LinearModel) else "lightgbm",
     )
     try:
         probe = np.zeros((2, len(columns)))  # fail now, not on the first request

@@ -29,6 +29,8 @@ import pandas as pd
 
 import features
 from features.engines import DEFAULT_MASTER, feature_columns, open_log
+from modelcontract.artifact import LINEAR_FAMILY
+from modelcontract.linear import LinearModel
 
 SCORE_COLUMNS = {
     "buyer_id": "string",
@@ -46,28 +48,36 @@ _BOOSTERS: dict[str, Any] = {}
 class BatchScorer:
     """What a process needs of the champion to score: picklable, sent to Spark's workers."""
 
-    model: str  # the Booster as LightGBM's model text (exact: thresholds in full precision)
+    # The Booster as LightGBM's model text (exact: thresholds in full precision), or the
+    # linear model's JSON document (family "logistic").
+    model: str
     feature_columns: tuple[str, ...]
     threshold: float
     version: str
+    family: str = "lightgbm"
 
     @classmethod
     def from_champion(cls, champion: Any) -> BatchScorer:
-        """From a `serving.model.Champion` (its Booster, tags and version)."""
+        """From a `serving.model.Champion` (its model, tags and version)."""
+        linear = isinstance(champion.booster, LinearModel)
         return cls(
-            champion.booster.model_to_string(),
+            champion.booster.to_json() if linear else champion.booster.model_to_string(),
             tuple(champion.feature_columns),
             float(champion.threshold),
             str(champion.version),
+            LINEAR_FAMILY if linear else "lightgbm",
         )
 
     def booster(self) -> Any:
-        """The Booster, built once per process."""
-        import lightgbm as lgb
-
-        key = hashlib.sha256(self.model.encode()).hexdigest()
+        """The model (a Booster or a LinearModel), built once per process."""
+        key = hashlib.sha256(f"{self.family}:{self.model}".encode()).hexdigest()
         if key not in _BOOSTERS:
-            _BOOSTERS[key] = lgb.Booster(model_str=self.model)
+            if self.family == LINEAR_FAMILY:
+                _BOOSTERS[key] = LinearModel.from_json(self.model)
+            else:
+                import lightgbm as lgb
+
+                _BOOSTERS[key] = lgb.Booster(model_str=self.model)
         return _BOOSTERS[key]
 
     def score(self, frame: pd.DataFrame) -> pd.DataFrame:

@@ -49,9 +49,14 @@ _TRAINING = (
     "model.num_threads",
     "checks.min_positives",
 )
+_SEARCH = (
+    Option("search.trials", ("--search-trials",)),
+    Option("search.seconds", ("--search-seconds",)),
+)
 TRAIN_OPTIONS = (
     Option("data_dir", ("--data",)),
     *(Option(path) for path in _TRAINING),
+    *_SEARCH,
     Option("progress"),
     Option("matrix_dir", ("--matrix",)),
 )
@@ -76,6 +81,7 @@ RETRAIN_OPTIONS = (
     Option("lock_path", ("--lock-file",)),
     Option("materialize"),
     *(Option(f"train.{path}") for path in _TRAINING),
+    *(Option(f"train.{option.path}", option.flags) for option in _SEARCH),
     Option("train.progress", default=False),  # under cron, no bar in the mail
 )
 
@@ -114,9 +120,12 @@ def _fmt(value: float) -> str:
 
 
 def _echo_training(result) -> None:
-    from training.train import HAND_RULE, LOGISTIC, MODEL, ORACLE, TABLE_METRICS
+    from training.train import HAND_RULE, ORACLE, TABLE_METRICS
 
-    table = result.evaluation.table()
+    evaluation = result.evaluation
+    if evaluation.selection is not None:
+        typer.echo(evaluation.selection.summary())
+    table = evaluation.table()
     header = (
         "scorer",
         "ROC AUC",
@@ -130,21 +139,30 @@ def _echo_training(result) -> None:
     typer.echo("  ".join(f"{h:>10}" for h in header))
     for name, row in table.iterrows():
         cells = [row[c] for c in (*TABLE_METRICS, "threshold")]
-        typer.echo("  ".join([f"{name:>10}", *(f"{_fmt(v):>10}" for v in cells)]))
-    model_auc = table.loc[MODEL, "roc_auc"]
+        mark = "  <- registered" if name == evaluation.chosen else ""
+        typer.echo("  ".join([f"{name:>10}", *(f"{_fmt(v):>10}" for v in cells)]) + mark)
+    model_auc = table.loc[evaluation.chosen, "roc_auc"]
+    others = [name for name in evaluation.baselines() if name != HAND_RULE]
     typer.echo(
-        f"test AUC: model - hand rule = {model_auc - table.loc[HAND_RULE, 'roc_auc']:+.4f}; "
-        f"model - logistic = {model_auc - table.loc[LOGISTIC, 'roc_auc']:+.4f}"
+        f"test AUC: model ({evaluation.chosen}) - hand rule = "
+        f"{model_auc - table.loc[HAND_RULE, 'roc_auc']:+.4f}"
+        + "".join(
+            f"; model - {name} = {model_auc - table.loc[name, 'roc_auc']:+.4f}" for name in others
+        )
     )
     if ORACLE in table.index:
+        coverage = table["premium_coverage"]
         typer.echo(
             f"test AUC: model / oracle = {model_auc / table.loc[ORACLE, 'roc_auc']:.4f}; "
             f"premium coverage: model / oracle = "
-            f"{_ratio(table.loc[MODEL, 'premium_coverage'], table.loc[ORACLE, 'premium_coverage'])}"
+            f"{_ratio(coverage[evaluation.chosen], coverage[ORACLE])}"
         )
     typer.echo(f"data window {result.data_window}  fingerprint {result.fingerprint[:12]}")
     typer.echo(f"run id {result.run_id}")
-    typer.echo(f"registered {MODEL_NAME} version {result.model_version} as @{CHALLENGER}")
+    typer.echo(
+        f"registered {MODEL_NAME} version {result.model_version} ({evaluation.chosen}) "
+        f"as @{CHALLENGER}"
+    )
 
 
 def _ratio(numerator: float, denominator: float) -> str:

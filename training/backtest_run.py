@@ -83,7 +83,7 @@ def _replay_model(client, name: str, version: str) -> bt.ReplayModel:
         registered = registry.read_registered(found)
     except RegistryError as exc:
         raise BacktestInputError(f"--model {version}: {exc}") from exc
-    booster = registry.load_booster(name, version)
+    booster = registry.load_model(name, version)
     return bt.ReplayModel(
         str(found.version),
         booster,

@@ -100,6 +100,27 @@ class ModelParams(_Params):
     )
 
 
+class SearchParams(_Params):
+    """The model search's budget (`training.search`): LightGBM trials and a time cap.
+
+    The trials are drawn by a seeded TPE sampler (the seed is the model's), so the same data,
+    seed and trial budget give the same search; the seconds cap is a safety net on a slow
+    machine and, when it cuts a search short, the trials run before it are kept.
+    """
+
+    trials: int = Field(
+        default=12,
+        gt=0,
+        description="LightGBM settings tried by the search (the first is the --learning-rate, "
+        "--num-leaves... given); logistic regression is always a candidate too.",
+    )
+    seconds: float = Field(
+        default=120.0,
+        gt=0,
+        description="Wall-clock cap of the search in seconds; the trials finished are kept.",
+    )
+
+
 class DataChecks(_Params):
     """The least data a model may be trained and judged on."""
 
@@ -118,6 +139,7 @@ class TrainConfig(_Params):
     data_dir: Path = Field(description="Data directory: buyers, shops, orders, refunds tables.")
     snapshots: SnapshotParams = SnapshotParams()
     model: ModelParams = ModelParams()
+    search: SearchParams = SearchParams()
     checks: DataChecks = DataChecks()
     target_bad_rate: float = Field(
         default=0.01,

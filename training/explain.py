@@ -8,6 +8,8 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
+from modelcontract.linear import LinearModel
+
 
 @dataclass(frozen=True)
 class Explanation:
@@ -40,16 +42,17 @@ class Explanation:
 
 
 def explain(
-    booster: lgb.Booster,
+    booster: lgb.Booster | LinearModel,
     features: pd.DataFrame,
     buyer_id: str,
     feature_columns: list[str],
     threshold: float,
 ) -> Explanation:
-    """Explain one buyer's score with LightGBM's exact tree SHAP (`pred_contrib`).
+    """Explain one buyer's score with LightGBM's exact tree SHAP (`pred_contrib`), or a
+    logistic regression's terms (`LinearModel.contributions`).
 
     Args:
-        booster: The model.
+        booster: The model (a Booster or the registered logistic regression).
         features: Feature rows with a `buyer_id` column (one snapshot).
         buyer_id: Whose score to explain.
         feature_columns: The model's input order.
@@ -76,7 +79,10 @@ def explain(
             'e.g. features.loc[features["as_of"] == as_of]'
         )
     matrix = rows[feature_columns].to_numpy(dtype=np.float64)
-    contributions = booster.predict(matrix, pred_contrib=True)[0]
+    if isinstance(booster, LinearModel):  # its terms, from the training mean (exact)
+        contributions = booster.contributions(matrix[0])
+    else:
+        contributions = booster.predict(matrix, pred_contrib=True)[0]
     score = float(booster.predict(matrix)[0])
     frame = pd.DataFrame(
         {"feature": feature_columns, "value": matrix[0], "log_odds": contributions[:-1]}

@@ -19,6 +19,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
+from modelcontract.linear import LinearModelSpec
 from training.config import ModelParams
 
 # The hand rule looks at these counts, worst first: confirmed abuse outranks any number of
@@ -155,7 +156,9 @@ class LogisticBaseline:
 
     def __post_init__(self) -> None:
         self.pipeline = make_pipeline(
-            SimpleImputer(strategy="median", add_indicator=True),
+            # keep_empty_features: a feature never seen filled keeps its column (filled with
+            # 0), so the fitted numbers map one to one onto the exported document.
+            SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True),
             FunctionTransformer(_signed_log1p),
             StandardScaler(),
             LogisticRegression(C=1.0, max_iter=2000, random_state=self.seed),
@@ -169,3 +172,18 @@ class LogisticBaseline:
     def predict(self, frame: pd.DataFrame) -> np.ndarray:
         """P(bad) for each row of `frame`."""
         return self.pipeline.predict_proba(frame[self.columns].to_numpy(np.float64))[:, 1]
+
+    def to_spec(self) -> LinearModelSpec:
+        """The fitted numbers as the registered document (`modelcontract.linear`), which
+        scores every row as this pipeline does (tests), without scikit-learn."""
+        imputer, _, scaler, logistic = (step for _, step in self.pipeline.steps)
+        flags = imputer.indicator_.features_ if imputer.indicator_ is not None else []
+        return LinearModelSpec(
+            feature_columns=tuple(self.columns),
+            fill_values=tuple(float(v) for v in imputer.statistics_),
+            missing_flags=tuple(int(i) for i in flags),
+            mean=tuple(float(v) for v in scaler.mean_),
+            scale=tuple(float(v) for v in scaler.scale_),
+            coef=tuple(float(v) for v in logistic.coef_[0]),
+            intercept=float(logistic.intercept_[0]),
+        )

@@ -147,7 +147,7 @@ def _judge(
     target_bad_rate: float,
     config: PromoteConfig,
 ) -> GateFigures:
-    booster = registry.load_booster(config.model_name, model.number)
+    booster = registry.load_model(config.model_name, model.number)
     booster_columns = booster.feature_name()
     missing = [c for c in booster_columns if c not in rows.columns]
     if missing:

@@ -21,9 +21,11 @@ import mlflow
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
+from pydantic import ValidationError
 
 from modelcontract import CHAMPION, PREVIOUS, ModelVersionTags, TagError, redact_uri, tracking_uri
-from modelcontract.artifact import ArtifactError, booster_file, file_sha256
+from modelcontract.artifact import LINEAR_FAMILY, ArtifactError, file_sha256, model_file
+from modelcontract.linear import LinearModel
 from training.errors import RegistryError, TrackingUnavailableError
 
 ARTIFACT_ROOT = Path("mlruns")
@@ -123,38 +125,48 @@ def version_by_alias(client: MlflowClient, model_name: str, alias: str) -> Model
         raise RegistryError(f"{model_name}@{alias}: the registry did not answer: {exc}") from exc
 
 
-def _model_file(model_name: str, version: str, folder: str) -> Path:
-    """Download a version's artifacts into `folder`; its Booster's model file, checked."""
+def _model_file(model_name: str, version: str, folder: str) -> tuple[str, Path]:
+    """Download a version's artifacts into `folder`; its family and model file, checked."""
     local = mlflow.artifacts.download_artifacts(
         artifact_uri=f"models:/{model_name}/{version}", dst_path=folder
     )
-    return booster_file(local)
+    return model_file(local)
 
 
-def load_booster(model_name: str, version: str) -> lgb.Booster:
-    """The native LightGBM Booster of a registered version, read from its model file after
-    its `MLmodel` is checked (`modelcontract.artifact.booster_file`): never unpickled.
+def load_model(model_name: str, version: str) -> lgb.Booster | LinearModel:
+    """A registered version's model, read from its file after its `MLmodel` is checked
+    (`modelcontract.artifact.model_file`): a native LightGBM Booster from its text model
+    file, or a logistic regression from its JSON document. Never unpickled.
 
     Raises:
-        RegistryError: Its files are missing, unreadable or not a native Booster's.
+        RegistryError: Its files are missing, unreadable or neither shape.
     """
     try:
         with tempfile.TemporaryDirectory(prefix="fastrefund-gate-") as folder:
-            return lgb.Booster(model_file=str(_model_file(model_name, version, folder)))
-    except (MlflowException, OSError, ArtifactError, lgb.basic.LightGBMError) as exc:
+            family, path = _model_file(model_name, version, folder)
+            if family == LINEAR_FAMILY:
+                return LinearModel.from_json(path.read_bytes())
+            return lgb.Booster(model_file=str(path))
+    except (
+        MlflowException,
+        OSError,
+        ArtifactError,
+        ValidationError,
+        lgb.basic.LightGBMError,
+    ) as exc:
         raise RegistryError(f"{model_name} version {version}: model not loadable: {exc}") from exc
 
 
 def model_sha256(model_name: str, version: str) -> str:
-    """The sha256 of a registered version's Booster model file (the gate records it and
-    serving checks it at load).
+    """The sha256 of a registered version's model file (the Booster's or the linear
+    document; the gate records it and serving checks it at load).
 
     Raises:
-        RegistryError: Its files are missing, unreadable or not a native Booster's.
+        RegistryError: Its files are missing, unreadable or neither shape.
     """
     try:
         with tempfile.TemporaryDirectory(prefix="fastrefund-gate-") as folder:
-            return file_sha256(_model_file(model_name, version, folder))
+            return file_sha256(_model_file(model_name, version, folder)[1])
     except (MlflowException, OSError, ArtifactError) as exc:
         raise RegistryError(f"{model_name} version {version}: model not readable: {exc}") from exc
 

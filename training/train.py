@@ -1,4 +1,4 @@
-"""Training: snapshots -> LightGBM and baselines -> out-of-time evaluation -> MLflow.
+"""Training: snapshots -> model search and baselines -> out-of-time evaluation -> MLflow.
 
 The pure core is `fit_and_evaluate` (a Split in, fitted scorers and figures out); `train`
 adds the edges: reading the data directory and logging and registering with MLflow.
@@ -7,6 +7,8 @@ A notebook can call `load_training_data`, `fit_and_evaluate` and stop there.
 
 from __future__ import annotations
 
+import json
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,12 +24,14 @@ import features
 from features.log import TransactionLog
 from features.simulate import oracle_scores
 from modelcontract import CHALLENGER, PROFILE_ARTIFACT, ModelVersionTags
+from modelcontract.artifact import LINEAR_DATA, LINEAR_FLAVOUR
+from modelcontract.linear import LINEAR_FORMAT, LinearModel
 from training import registry
 from training.config import TrainConfig
 from training.errors import TrainingDataError
 from training.evaluate import PremiumCut, choose_threshold, score_metrics
 from training.matrix import read_matrix
-from training.models import BoosterScorer, HandRule, LogisticBaseline, fit_lightgbm
+from training.models import BoosterScorer, HandRule
 from training.plots import (
     calibration_figure,
     coverage_figure,
@@ -36,12 +40,14 @@ from training.plots import (
     shap_values,
 )
 from training.reference import reference_profile
+from training.search import LIGHTGBM, LOGISTIC, Selection, search
 from training.snapshots import Split, build_snapshots, snapshot_dates, split_by_time
 
-MODEL = "lightgbm"
+MODEL = LIGHTGBM  # the LightGBM family's row (the search's best LightGBM)
 HAND_RULE = "hand_rule"
-LOGISTIC = "logistic"
 ORACLE = "oracle"
+# The families the search chooses between; the chosen one is registered (Evaluation.chosen).
+FAMILIES = (LIGHTGBM, LOGISTIC)
 TABLE_METRICS = (
     "roc_auc",
     "pr_auc",
@@ -78,17 +84,42 @@ class ScorerResult:
 
 @dataclass(frozen=True)
 class Evaluation:
-    """The fitted model, the baselines and how each did out of time."""
+    """The search's winner, the baselines and how each did out of time.
 
-    booster: lgb.Booster
+    `results` holds the best LightGBM (`MODEL`), logistic regression (a candidate and a
+    baseline), the hand rule and the oracle when known; `chosen` names the family registered.
+    """
+
+    booster: lgb.Booster  # the search's best LightGBM
     feature_columns: list[str]
     results: dict[str, ScorerResult]
     target_bad_rate: float
+    selection: Selection | None = None
+    chosen: str = MODEL
 
     @property
     def model(self) -> ScorerResult:
-        """The LightGBM model's result."""
-        return self.results[MODEL]
+        """The registered (chosen) model's result."""
+        return self.results[self.chosen]
+
+    @property
+    def registered_model(self) -> lgb.Booster | LinearModel:
+        """The model as registered and served: the Booster, or the logistic regression's
+        document (both `predict` a NumPy matrix in `feature_columns` order)."""
+        if self.chosen == LOGISTIC and self.selection is not None:
+            return LinearModel(self.selection.logistic.to_spec())
+        return self.booster
+
+    def predict(self, frame: pd.DataFrame) -> np.ndarray:
+        """P(bad) from the registered model."""
+        if self.chosen == LOGISTIC and self.selection is not None:
+            return self.selection.logistic.predict(frame)
+        return BoosterScorer(self.booster).predict(frame)
+
+    def baselines(self) -> list[str]:
+        """The scorers the registered model must not lose to: the other family, the hand rule
+        (the oracle is a ceiling, not a baseline)."""
+        return [name for name in self.results if name not in (self.chosen, ORACLE)]
 
     def table(self) -> pd.DataFrame:
         """Test figures, one row per scorer (model, baselines, oracle when known)."""
@@ -177,27 +208,46 @@ def _result(
 def fit_and_evaluate(
     split: Split, config: TrainConfig, oracle: OracleFn | None = None
 ) -> Evaluation:
-    """Fit LightGBM and both baselines on the training rows and judge them out of time.
+    """Search the models on the training and validation rows, fit the hand rule, and judge
+    every one out of time.
 
-    LightGBM stops early on validation; every scorer's threshold is chosen on validation
-    by the policy (largest premium share with bad rate <= target) and judged on test.
+    The search (`training.search`) chooses the family and settings on validation log loss;
+    every scorer's threshold is chosen on validation by the policy (largest premium share
+    with bad rate <= target) and judged on test.
     """
     columns = list(features.FEATURE_COLUMNS)
     train_x, train_y = split.train[columns], split.train["bad"].to_numpy()
-    booster = fit_lightgbm(
-        train_x, train_y, split.valid[columns], split.valid["bad"].to_numpy(), config.model
+    test_bad = split.test["bad"].to_numpy()
+
+    def test_figures(predict: Callable[[pd.DataFrame], np.ndarray]) -> dict[str, float]:
+        scores = predict(split.test)
+        valid_bad = split.valid["bad"].to_numpy()
+        cut = choose_threshold(predict(split.valid), valid_bad, config.target_bad_rate)
+        return score_metrics(test_bad, scores, cut.threshold)
+
+    selection = search(
+        train_x,
+        train_y,
+        split.valid[columns],
+        split.valid["bad"].to_numpy(),
+        config.model,
+        config.search,
+        columns,
+        report=test_figures,
     )
     scorers: dict[str, Callable[[pd.DataFrame], np.ndarray]] = {
-        MODEL: BoosterScorer(booster).predict,
+        MODEL: BoosterScorer(selection.booster).predict,
         HAND_RULE: HandRule().fit(train_x, train_y).predict,
-        LOGISTIC: LogisticBaseline(columns, seed=config.model.seed).fit(train_x, train_y).predict,
+        LOGISTIC: selection.logistic.predict,
     }
     if oracle is not None:
         scorers[ORACLE] = oracle
     results = {
         name: _result(predict, split, config.target_bad_rate) for name, predict in scorers.items()
     }
-    return Evaluation(booster, columns, results, config.target_bad_rate)
+    return Evaluation(
+        selection.booster, columns, results, config.target_bad_rate, selection, selection.family
+    )
 
 
 def _input_example(split: Split, columns: list[str]) -> pd.DataFrame:
@@ -212,7 +262,7 @@ def _input_example(split: Split, columns: list[str]) -> pd.DataFrame:
 
 def _flat_params(config: TrainConfig) -> dict[str, object]:
     flat: dict[str, object] = {"target_bad_rate": config.target_bad_rate}
-    for section in ("snapshots", "model", "checks"):
+    for section in ("snapshots", "model", "search", "checks"):
         for key, value in getattr(config, section).model_dump().items():
             flat[f"{section}.{key}"] = value
     return flat
@@ -233,6 +283,70 @@ def _log_figures(evaluation: Evaluation, split: Split) -> None:
     mlflow.log_figure(shap_summary_figure(contributions, sample), "plots/shap_summary.png")
     importance = contributions.abs().mean().sort_values(ascending=False)
     mlflow.log_dict({k: float(v) for k, v in importance.items()}, "shap_mean_abs.json")
+
+
+def _log_search(selection: Selection, registered: str) -> None:
+    """Every candidate (validation and test figures, settings) and the chosen settings."""
+    rows = []
+    for step, candidate in enumerate(selection.candidates):
+        figures = {
+            "valid_log_loss": candidate.valid_log_loss,
+            "valid_roc_auc": candidate.valid_roc_auc,
+            **{f"test_{k}": v for k, v in candidate.test.items()},
+        }
+        finite = {k: float(v) for k, v in figures.items() if np.isfinite(v)}
+        mlflow.log_metrics({f"search/{candidate.name}/{k}": v for k, v in finite.items()})
+        mlflow.log_metric("search/valid_log_loss", candidate.valid_log_loss, step=step)
+        rows.append(
+            {
+                "name": candidate.name,
+                "family": candidate.family,
+                "params": candidate.params,
+                "seconds": round(candidate.seconds, 3),
+                **finite,
+            }
+        )
+    winner = selection.winner
+    mlflow.log_dict(
+        {
+            "budget": selection.budget.model_dump(),
+            "seconds": selection.seconds,
+            "stopped_by": selection.stopped_by,
+            "chosen": winner.name,
+            "chosen_family": winner.family,
+            "chosen_params": winner.params,
+            "criterion": "validation log loss",
+            "candidates": rows,
+        },
+        "search.json",
+    )
+    mlflow.log_metric("search/seconds", selection.seconds)
+    mlflow.log_params(
+        {
+            "model_family": registered,
+            "chosen_candidate": winner.name,
+            "search_trials_run": sum(c.family == LIGHTGBM for c in selection.candidates),
+            "search_stopped_by": selection.stopped_by,
+            **{f"chosen.{k}": v for k, v in winner.params.items()},
+        }
+    )
+
+
+def _log_linear(evaluation: Evaluation) -> str:
+    """Log the logistic winner as its JSON document under `model` (modelcontract.linear);
+    returns the URI to register. No pickle and no python_function flavour: only the
+    document's numbers are read back."""
+    assert evaluation.selection is not None
+    document = evaluation.selection.logistic.to_spec().model_dump_json(indent=1)
+    described = {
+        "flavors": {LINEAR_FLAVOUR: {"data": LINEAR_DATA, "format": LINEAR_FORMAT}},
+        "run_id": mlflow.active_run().info.run_id,  # type: ignore[union-attr]
+    }
+    with tempfile.TemporaryDirectory(prefix="fastrefund-linear-") as folder:
+        Path(folder, LINEAR_DATA).write_text(document, encoding="utf-8")
+        Path(folder, "MLmodel").write_text(json.dumps(described, indent=1), encoding="utf-8")
+        mlflow.log_artifacts(folder, "model")
+    return f"runs:/{described['run_id']}/model"
 
 
 def _metrics(evaluation: Evaluation) -> dict[str, float]:
@@ -278,7 +392,7 @@ def log_and_register(
                 "purged_dates": ",".join(d.date().isoformat() for d in split.purged),
                 "feature_set_version": features.FEATURE_SET_VERSION,
                 "n_features": len(evaluation.feature_columns),
-                "best_iteration": evaluation.booster.current_iteration(),
+                "best_iteration": evaluation.booster.current_iteration(),  # best LightGBM
                 "oracle": data.oracle is not None,
             }
         )
@@ -286,23 +400,26 @@ def log_and_register(
             mlflow.log_metric(f"rows_{name}", len(frame))
             mlflow.log_metric(f"bad_rate_{name}", float(frame["bad"].mean()))
         mlflow.log_metrics(_metrics(evaluation))
+        if evaluation.selection is not None:
+            _log_search(evaluation.selection, evaluation.chosen)
         mlflow.log_text(evaluation.table().to_string(float_format="%.4f"), "summary.txt")
         _log_figures(evaluation, split)
 
-        example = _input_example(split, evaluation.feature_columns)
-        signature = infer_signature(example, evaluation.booster.predict(example.to_numpy()))
-        info = mlflow.lightgbm.log_model(
-            evaluation.booster,
-            name="model",
-            signature=signature,
-            input_example=example,
-            pip_requirements=[f"lightgbm=={lgb.__version__}", f"numpy=={np.__version__}"],
-        )
+        if evaluation.chosen == LOGISTIC:
+            model_uri = _log_linear(evaluation)
+        else:
+            example = _input_example(split, evaluation.feature_columns)
+            signature = infer_signature(example, evaluation.booster.predict(example.to_numpy()))
+            model_uri = mlflow.lightgbm.log_model(
+                evaluation.booster,
+                name="model",
+                signature=signature,
+                input_example=example,
+                pip_requirements=[f"lightgbm=={lgb.__version__}", f"numpy=={np.__version__}"],
+            ).model_uri
         # The training population, for serving's factors in words and its drift reference.
         profile = reference_profile(
-            split.train,
-            evaluation.feature_columns,
-            BoosterScorer(evaluation.booster).predict(split.train),
+            split.train, evaluation.feature_columns, evaluation.predict(split.train)
         )
         mlflow.log_dict(profile.model_dump(mode="json"), PROFILE_ARTIFACT)
         version_tags = ModelVersionTags(
@@ -315,10 +432,9 @@ def log_and_register(
             label_horizon_days=config.snapshots.horizon_days,
             label_maturity_days=config.snapshots.maturity_days,
             reference_profile=PROFILE_ARTIFACT,
+            model_family=LOGISTIC if evaluation.chosen == LOGISTIC else LIGHTGBM,
         )
-        version = mlflow.register_model(
-            info.model_uri, config.model_name, tags=version_tags.to_tags()
-        )
+        version = mlflow.register_model(model_uri, config.model_name, tags=version_tags.to_tags())
         try:
             client.set_registered_model_alias(config.model_name, CHALLENGER, str(version.version))
             mlflow.set_tag("model_version", str(version.version))

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from training.config import DataChecks, ModelParams, SnapshotParams, TrainConfig
+from training.config import DataChecks, ModelParams, SearchParams, SnapshotParams, TrainConfig
 
 
 @pytest.fixture(scope="session")
@@ -29,6 +29,7 @@ def small_config(small_world: Path) -> TrainConfig:
             num_boost_round=80, early_stopping_rounds=20, learning_rate=0.1, num_threads=1
         ),
         checks=DataChecks(min_train_rows=500, min_eval_rows=200, min_positives=5),
+        search=SearchParams(trials=3),  # a tiny search: the suite trains many times
         progress=False,
     )
 

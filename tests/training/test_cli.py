@@ -95,6 +95,10 @@ def test_help_lists_every_option_with_its_help() -> None:
         (["retrain", "--horizon-days", "0"], "--horizon-days: Input should be greater than or"),
         (["retrain", "--learning-rate", "2"], "--learning-rate: Input should be less than or"),
         (["promote", "--target-bad-rate", "1"], "--target-bad-rate: Input should be less than 1"),
+        # A search budget of zero or below: nothing is trained or registered.
+        (["train", "--search-trials", "0"], "--search-trials: Input should be greater than 0"),
+        (["train", "--search-seconds", "-5"], "--search-seconds: Input should be greater than 0"),
+        (["retrain", "--search-trials", "-1"], "--search-trials: Input should be greater than 0"),
     ],
 )
 def test_a_value_the_settings_refuse_is_exit_2_naming_the_option(

@@ -25,7 +25,8 @@ from modelcontract import PROFILE_ARTIFACT
 from serving.model import load_champion
 from training import registry
 from training.__main__ import app
-from training.config import TrainConfig
+from training.config import SearchParams, TrainConfig
+from training.search import LIGHTGBM
 from training.snapshots import Split
 from training.train import fit_and_evaluate, load_training_data, log_and_register
 
@@ -45,6 +46,8 @@ SMALL = [
     "5",
     "--num-threads",
     "1",
+    "--search-trials",
+    "3",
     "--no-progress",
 ]
 
@@ -76,12 +79,18 @@ def shuffled_challenger(config: TrainConfig, client: MlflowClient) -> str:
 
 
 def weak_challenger(config: TrainConfig, client: MlflowClient) -> str:
-    """Register a sane but rougher model: two boosting rounds instead of up to 80."""
+    """Register a sane but rougher model: two boosting rounds instead of up to 80 (one trial,
+    and the LightGBM registered even though the search would choose logistic regression)."""
     weak = config.model_copy(
-        update={"model": config.model.model_copy(update={"num_boost_round": 2})}
+        update={
+            "model": config.model.model_copy(update={"num_boost_round": 2}),
+            "search": SearchParams(trials=1),
+        }
     )
     data = load_training_data(weak)
-    evaluation = fit_and_evaluate(data.split, weak, data.oracle)
+    evaluation = dataclasses.replace(
+        fit_and_evaluate(data.split, weak, data.oracle), chosen=LIGHTGBM
+    )
     return log_and_register(client, data, evaluation, weak).model_version
 
 
