@@ -165,6 +165,7 @@ def test_replaying_the_audit_log_reproduces_every_served_decision(
     assert len(table) == len(served["answers"]) + 4  # the batch's new refunds; no repeats
     assert result.reproduced, result.differences.to_string()
     assert table["vector_matches_store"].all()
+    assert (table["score_difference"].dropna() == 0).all()  # LightGBM: the very same bits
     # The period exercised what makes a replay hard: approvals counted for velocity and the
     # loss budget, scores on both sides of the threshold, rules failing for other reasons.
     reasons = set("; ".join(table["reasons_replayed"]).split("; "))
