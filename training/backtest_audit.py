@@ -16,7 +16,8 @@ The audit log is opened read-only; nothing is written to it or to the store.
 
 Limits: an admin override made during the period is read as the store holds it now (the
 decisions before it will not reproduce); decisions made while the store was unavailable are
-replayed as unavailable; records of another snapshot than the store file's are refused.
+replayed as unavailable; records of another snapshot than the store file's are refused;
+SQLite files only (an audit log and store in PostgreSQL are not read here).
 """
 
 from __future__ import annotations
