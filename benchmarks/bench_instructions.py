@@ -135,6 +135,9 @@ def main() -> None:
     parser.add_argument("--decisions", type=int, default=1000, help="decisions counted a mode")
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    # Development, explicitly (production is the default): the built-in tokens, NORMAL audit
+    # commits, the server on 127.0.0.1.
+    os.environ["FASTREFUND_ENVIRONMENT"] = "development"
     if args.child:
         child(Path(args.child[0]), int(args.child[1]), int(args.child[2]))
         return

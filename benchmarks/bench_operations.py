@@ -118,6 +118,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5, help="rounds of every configuration")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = parser.parse_args()
+    # Development, explicitly (production is the default): the built-in tokens, NORMAL audit
+    # commits, the server on 127.0.0.1.
+    os.environ["FASTREFUND_ENVIRONMENT"] = "development"
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     workdir = Path(tempfile.mkdtemp(prefix="bench-operations-"))
     world = simulate(buyers=args.buyers, shops=max(50, args.buyers // 100), days=400, seed=42)

@@ -388,6 +388,9 @@ def main() -> None:
     )
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = parser.parse_args()
+    # Development, explicitly (production is the default): the built-in tokens, NORMAL audit
+    # commits, the server on 127.0.0.1.
+    os.environ["FASTREFUND_ENVIRONMENT"] = "development"
     # The report is read by people: no download bars from loading the model in process.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     if shutil.which("wrk") is None:

@@ -169,6 +169,9 @@ def main() -> int:
     parser.add_argument("--serve", type=int, default=1, help="1: keep serving; 0: stop and exit")
     parser.add_argument("--port", type=int, default=int(os.environ.get("DEMO_PORT", "8000")))
     args = parser.parse_args()
+    # Development, explicitly (production is the default): the built-in tokens, NORMAL audit
+    # commits, the server on 127.0.0.1.
+    os.environ["FASTREFUND_ENVIRONMENT"] = "development"
     base = f"http://127.0.0.1:{args.port}"
     # MLflow's per-file download bars would bury the demo's own output.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")

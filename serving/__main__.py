@@ -368,6 +368,7 @@ def run(
     try:
         settings = Settings.load()
         settings.check_tokens()
+        settings.check_host(host)
         load_policy(settings.policy_path)  # read again at startup; here for a clear error
     except (ConfigError, ValueError, OSError) as exc:
         typer.echo(f"configuration error: {exc}", err=True)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from modelcontract import CHAMPION, DEFAULT_TRACKING_URI, MODEL_NAME, TRACKING_URI_ENV, tracking_uri
@@ -22,31 +23,39 @@ class Settings(BaseSettings):
     """Everything the decision API needs to know about its environment.
 
     Tokens are secrets: they are never logged and never shown in `repr` or in an error
-    (`load`). Outside `development` the API refuses the default development tokens
-    (`check_tokens`).
+    (`load`). Production unless told otherwise: the built-in development tokens exist only
+    when FASTREFUND_ENVIRONMENT=development is set explicitly, and are refused anywhere else
+    (`check_tokens`); development serves only on a loopback address (`check_host`).
     """
 
     model_config = SettingsConfigDict(
         env_prefix="FASTREFUND_", env_file=".env", extra="ignore", frozen=True
     )
 
-    environment: Literal["development", "staging", "production"] = "development"
+    environment: Literal["development", "staging", "production"] = Field(
+        default="production",
+        description="development (built-in tokens, loopback only, NORMAL audit commits) must "
+        "be asked for; unset is production.",
+    )
     decider_tokens: list[SecretStr] = Field(
-        default_factory=lambda: [SecretStr(DEV_DECIDER_TOKEN)],
-        description="Bearer tokens allowed to ask for decisions (JSON list).",
+        default_factory=list,
+        description="Bearer tokens allowed to ask for decisions (JSON list); in development "
+        f"{DEV_DECIDER_TOKEN} when unset.",
     )
     admin_tokens: list[SecretStr] = Field(
-        default_factory=lambda: [SecretStr(DEV_ADMIN_TOKEN)],
-        description="Bearer tokens allowed on admin routes, and to ask for decisions.",
+        default_factory=list,
+        description="Bearer tokens allowed on admin routes, and to ask for decisions; in "
+        f"development {DEV_ADMIN_TOKEN} when unset.",
     )
     store_path: Path = Field(
         default=Path("data/online.db"), description="The online store (SQLite)."
     )
     audit_path: Path = Field(default=Path("data/audit.db"), description="The audit log (SQLite).")
     audit_synchronous: Literal["NORMAL", "FULL"] = Field(
-        default="NORMAL",
-        description="SQLite synchronous mode of the audit log: NORMAL (WAL; survives a process "
-        "crash) or FULL (fsync on every commit; survives a power loss).",
+        default="FULL",
+        description="SQLite synchronous mode of the audit log: FULL (fsync on every commit; "
+        "survives a power loss) or NORMAL (WAL; survives a process crash, an OS crash or a "
+        "power loss can lose the last commits). Default: FULL, NORMAL in development.",
     )
     policy_path: Path | None = Field(
         default=None, description="Policy file; default: the packaged one."
@@ -99,6 +108,20 @@ class Settings(BaseSettings):
             return SecretStr(check_url(value.strip()))
         return value
 
+    @model_validator(mode="before")
+    @classmethod
+    def _development_defaults(cls, data: Any) -> Any:
+        # Only an explicit FASTREFUND_ENVIRONMENT=development gets the built-in tokens and
+        # the cheaper commits: a forgotten variable must not open the admin routes.
+        if isinstance(data, dict) and data.get("environment") == "development":
+            data = {
+                "decider_tokens": [DEV_DECIDER_TOKEN],
+                "admin_tokens": [DEV_ADMIN_TOKEN],
+                "audit_synchronous": "NORMAL",
+                **data,
+            }
+        return data
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _known_level(cls, value: object) -> object:
@@ -124,12 +147,19 @@ class Settings(BaseSettings):
             raise ConfigError("; ".join(problems)) from None
 
     def check_tokens(self) -> None:
-        """Outside `development`, refuse missing, default or short tokens (the API's check;
-        jobs that do not serve, such as materialize, do not need tokens).
+        """Refuse a token in both lists; outside `development`, missing, default or short
+        tokens too (the API's check; jobs that do not serve, such as materialize, do not
+        need tokens).
 
         Raises:
             ConfigError: The tokens are not fit for this environment.
         """
+        deciders = {t.get_secret_value() for t in self.decider_tokens}
+        if any(t.get_secret_value() in deciders for t in self.admin_tokens):
+            # Which role would it have? Each token has one; the message shows none.
+            raise ConfigError(
+                "a token is in both FASTREFUND_DECIDER_TOKENS and FASTREFUND_ADMIN_TOKENS"
+            )
         if self.environment == "development":
             return
         tokens = [t.get_secret_value() for t in [*self.decider_tokens, *self.admin_tokens]]
@@ -139,6 +169,25 @@ class Settings(BaseSettings):
             raise ConfigError(f"{self.environment}: the default development tokens are refused")
         if any(len(token) < 16 for token in tokens):
             raise ConfigError(f"{self.environment}: tokens must be at least 16 characters")
+
+    def check_host(self, host: str) -> None:
+        """In `development` (built-in tokens, printed in the README), listen only on a
+        loopback address: 127.0.0.0/8, ::1 or localhost.
+
+        Raises:
+            ConfigError: Development on another interface.
+        """
+        if self.environment != "development" or host == "localhost":
+            return
+        try:
+            loopback = ipaddress.ip_address(host.strip("[]")).is_loopback
+        except ValueError:
+            loopback = False
+        if not loopback:
+            raise ConfigError(
+                f"development serves only on a loopback address (127.0.0.1, ::1), not {host}: "
+                "set FASTREFUND_ENVIRONMENT=production with tokens of your own"
+            )
 
     def tracking_uri(self) -> str:
         """The MLflow tracking URI: the setting, else $MLFLOW_TRACKING_URI, else the default."""

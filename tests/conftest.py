@@ -49,6 +49,14 @@ def _no_inherited_mlflow_registry() -> Iterator[None]:
         os.environ["MLFLOW_REGISTRY_URI"] = before
 
 
+@pytest.fixture(autouse=True)
+def _development(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests run the service in development, explicitly (production is the default: built-in
+    tokens only when asked for); a test of production says so in its settings. Child
+    processes inherit it."""
+    monkeypatch.setenv("FASTREFUND_ENVIRONMENT", "development")
+
+
 @pytest.fixture(scope="session")
 def spark():
     """One local SparkSession (2 cores) for the whole run: Spark's start-up is paid once.

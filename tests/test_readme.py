@@ -59,6 +59,8 @@ def test_walkthrough_server_and_curl_examples_run_as_written(tmp_path: Path) -> 
 
     (tmp_path / ".venv").symlink_to(ROOT / ".venv")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FASTREFUND_", "MLFLOW_"))}
+    # `$ export NAME=value` lines hold for the commands after them, as in one shell.
+    env.update(re.findall(r"^export (\w+)=(\S+)$", "\n".join(commands), flags=re.MULTILINE))
     for command in walkthrough:
         _run(command, tmp_path, env)
     assert (tmp_path / "mlflow.db").is_file() and (tmp_path / "data" / "online.db").is_file()
