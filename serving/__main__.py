@@ -136,6 +136,7 @@ def export_decisions(
     from features.io import atomic_path
     from serving.audit import AuditUnavailable
     from serving.config import ConfigError, Settings
+    from serving.export import csv_safe
     from serving.export import export_decisions as read_decisions
 
     for name, value in (("--since", since), ("--until", until)):
@@ -154,7 +155,7 @@ def export_decisions(
         _fail(str(exc))
     with atomic_path(out) as tmp:
         if out.suffix == ".csv":
-            frame.to_csv(tmp, index=False)
+            csv_safe(frame).to_csv(tmp, index=False)  # no cell a spreadsheet would run
         else:
             frame.to_parquet(tmp, index=False)
     approved = int((frame["decision"] == "auto_approve").sum())

