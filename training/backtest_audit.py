@@ -14,10 +14,12 @@ policy or model it is a what-if on the requests a period actually received.
 
 The audit log is opened read-only; nothing is written to it or to the store.
 
-Limits: an admin override made during the period is read as the store holds it now (the
-decisions before it will not reproduce); decisions made while the store was unavailable are
-replayed as unavailable; records of another snapshot than the store file's are refused;
-SQLite files only (an audit log and store in PostgreSQL are not read here).
+Limits: an admin override made during the period is read as the store holds it now: the
+decisions on that buyer or shop before it may not reproduce (they are marked
+`overridden_later`; a difference they cascade into, through velocity or a loss budget, is
+not). Decisions made while the store was unavailable are replayed as unavailable; records
+of another snapshot than the store file's are refused. SQLite files only (an audit log and
+store in PostgreSQL are not read here).
 """
 
 from __future__ import annotations
@@ -124,6 +126,19 @@ def read_audit(path: Path) -> tuple[list[Served], dict[str, tuple[str, ...]]]:
     return records, {row[0]: tuple(row[1:]) for row in described}
 
 
+def read_overrides(path: Path) -> dict[tuple[str, str], float]:
+    """When each buyer's and shop's admin override in force was made ({} for a log from
+    before overrides were kept), by ("buyer" or "shop", id)."""
+    conn = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        rows = conn.execute("SELECT kind, target, at FROM overrides").fetchall()
+    except sqlite3.Error:
+        return {}
+    finally:
+        conn.close()
+    return {(kind, target): float(at) for kind, target, at in rows}
+
+
 def _same_snapshot(snapshot: str, described: tuple[str, ...] | None, meta: StoreMeta) -> bool:
     if meta.generation:
         return snapshot == meta.generation
@@ -171,6 +186,12 @@ class AuditReplay:
         """The records that did not."""
         return self.table.loc[~self.table["reproduced"]].reset_index(drop=True)
 
+    @property
+    def unexplained(self) -> pd.DataFrame:
+        """The differences on records whose buyer and shop no admin overrode afterwards."""
+        differ = self.differences
+        return differ.loc[~differ["overridden_later"]].reset_index(drop=True)
+
 
 def replay_audit(
     audit_path: Path,
@@ -194,6 +215,8 @@ def replay_audit(
             snapshot than the store file holds.
     """
     records, described = read_audit(Path(audit_path))
+    if not records:
+        raise AuditReplayError(f"--audit {audit_path}: the audit log holds no decision")
     try:
         store = OnlineStore.open(store_path)
     except StoreUnavailable as exc:
@@ -244,7 +267,16 @@ def replay_audit(
             )
         )
     made = bt.decide_in_order(inputs, policy)
-    return AuditReplay(_compare(records, made, scores, versions, matches_store), policy)
+    overrides = read_overrides(Path(audit_path))
+    later = [
+        max(
+            overrides.get(("buyer", r.request.order.buyer_id), -math.inf),
+            overrides.get(("shop", r.request.order.shop_id), -math.inf),
+        )
+        > r.decided_at
+        for r in records
+    ]
+    return AuditReplay(_compare(records, made, scores, versions, matches_store, later), policy)
 
 
 def _score_all(
@@ -281,10 +313,11 @@ def _compare(
     scores: list[float | None],
     versions: list[str | None],
     matches_store: list[bool],
+    overridden_later: list[bool],
 ) -> pd.DataFrame:
     rows = []
-    for record, decision, score, version, same_vector in zip(
-        records, made, scores, versions, matches_store, strict=True
+    for record, decision, score, version, same_vector, override in zip(
+        records, made, scores, versions, matches_store, overridden_later, strict=True
     ):
         served_codes = "; ".join(reason["code"] for reason in record.answer["reasons"])
         codes = "; ".join(failure.code.value for failure in decision.reasons)
@@ -314,6 +347,9 @@ def _compare(
                 "score_replayed": score,
                 "score_difference": difference,
                 "vector_matches_store": same_vector,
+                # An admin override of the buyer or shop made after this decision: the store
+                # holds it now, so the replay judges with it (a difference it explains).
+                "overridden_later": override,
                 "reproduced": (
                     record.answer["decision"] == decision.decision
                     and served_codes == codes

@@ -9,6 +9,7 @@ Then its audit log is replayed by `training.backtest_audit` through the backtest
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from datetime import datetime
 from pathlib import Path
@@ -28,7 +29,7 @@ from serving.config import Settings
 from serving.materialize import materialize
 from serving.policy import load_policy
 from tests.serving.champions import MODEL, register_champion, training_frame
-from tests.serving.conftest import DECIDER, Clock, body
+from tests.serving.conftest import ADMIN, DECIDER, Clock, body
 from training import backtest as bt
 from training import backtest_audit as audit_replay
 from training.__main__ import app
@@ -136,6 +137,12 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> dict:
         # A refund decided again is answered from the log, not recorded twice.
         again = client.post(URL, json=_request("AR2", premium[0], eligible[0]), headers=DECIDER)
         assert again.json()["replayed"] is True
+        # Afterwards an admin revokes a buyer seen in the period: the store holds that now.
+        clock.now += HOUR
+        revoke = client.post(
+            f"/v1/admin/buyers/{premium[-1]}/revoke", json={"reason": "chargeback"}, headers=ADMIN
+        )
+        assert revoke.status_code == 200, revoke.text
 
     return {
         "root": root,
@@ -146,6 +153,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> dict:
         "version": version,
         "other": other,
         "answers": answers,
+        "revoked": premium[-1],
     }
 
 
@@ -163,7 +171,14 @@ def test_replaying_the_audit_log_reproduces_every_served_decision(
     result = _replay(served, monkeypatch)
     table = result.table
     assert len(table) == len(served["answers"]) + 4  # the batch's new refunds; no repeats
-    assert result.reproduced, result.differences.to_string()
+    # Every decision as served, but for the buyer an admin revoked after the period (the
+    # store holds the revocation now): those, and only those, differ, and are marked so.
+    assert result.unexplained.empty, result.unexplained.to_string()
+    later = table["overridden_later"]
+    assert set(table.loc[later, "buyer_id"]) == {served["revoked"]} and later.sum() >= 4
+    assert table.loc[~later, "reproduced"].all()
+    assert (~table.loc[later, "reproduced"]).all()
+    assert table.loc[later, "reasons_replayed"].str.contains("BUYER_REVOKED").all()
     assert table["vector_matches_store"].all()
     assert (table["score_difference"].dropna() == 0).all()  # LightGBM: the very same bits
     # The period exercised what makes a replay hard: approvals counted for velocity and the
@@ -228,7 +243,8 @@ def test_the_command_checks_a_period_and_exits_2_on_a_bad_file(
     policy = served["root"] / "policy.yaml"
     result = runner.invoke(app, [*args, "--policy", str(policy), "--out", str(tmp_path / "r.csv")])
     assert result.exit_code == 0, result.output
-    assert " 0 different" in result.output
+    # Only the revoked buyer's decisions differ, each explained by the later override.
+    assert re.search(r" (\d+) different \(\1 on a buyer or shop an admin overrode", result.output)
     assert len(pd.read_csv(tmp_path / "r.csv")) == len(served["answers"]) + 4
     # The served version with other values (one approval a day): the check fails, exit 1.
     changed = tmp_path / "changed.yaml"
