@@ -97,6 +97,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> dict:
     # The period: the snapshot's day from 09:00 UTC on (the store is as of its 00:00).
     clock = Clock(datetime.fromisoformat(f"{report.as_of}T09:00:00+00:00").timestamp())
     settings = Settings(
+        environment="development",  # the built-in tokens (module scope: before the autouse)
         store_path=store,
         audit_path=root / "audit.db",
         mlflow_tracking_uri=uri,
