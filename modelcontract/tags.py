@@ -135,5 +135,12 @@ class GateTags(_VersionTags):
     )
     model_sha256: str = Field(
         pattern=r"^[0-9a-f]{64}$",
-        description="sha256 of the Booster's model file the gate judged; serving checks it.",
+        description="sha256 of the model file the gate judged (the Booster's, or the linear "
+        "model's document); serving checks it.",
+    )
+    # Absent on versions judged before the bootstrap.
+    gate_intervals: str | None = Field(
+        default=None,
+        description="The paired bootstrap's intervals the verdict read, as JSON: for each "
+        "model compared, [estimate, low, high] of the AUC and coverage differences.",
     )

@@ -180,6 +180,17 @@ def _echo_promotion(result) -> None:
                     f"{_fmt(figures.coverage_at_target):>12}{_fmt(figures.calibration_error):>11}"
                     f"  (v{figures.version})"
                 )
+    if result.comparisons:
+        typer.echo(
+            f"paired bootstrap ({result.bootstrap_rounds} resamples, {result.confidence:.0%} "
+            "intervals), challenger minus:"
+        )
+        for name, comparison in result.comparisons.items():
+            typer.echo(
+                f"{name:>12}  AUC {comparison.auc_difference.text()}  coverage@target "
+                f"{comparison.coverage_difference.text(3)}"
+                + ("  significantly worse" if comparison.significantly_worse else "")
+            )
     if result.note:
         typer.echo(f"note: {result.note}")
     for reason in result.verdict.reasons:

@@ -183,6 +183,19 @@ class GateParams(_Params):
     max_auc_drop: float = Field(default=0.005, ge=0)
     max_calibration_error: float = Field(default=0.05, gt=0)
     min_distinct_scores: int = Field(default=10, ge=2)
+    bootstrap_rounds: int = Field(
+        default=1000,
+        ge=100,
+        description="Resamples of the gate month's buyers for the paired bootstrap intervals.",
+    )
+    confidence: float = Field(
+        default=0.95,
+        gt=0.5,
+        lt=1,
+        description="Coverage of the bootstrap intervals; a challenger whose interval of the "
+        "AUC or coverage difference lies wholly below zero is significantly worse.",
+    )
+    bootstrap_seed: int = Field(default=0, description="Seed of the bootstrap's resamples.")
 
 
 class PromoteConfig(_Params):

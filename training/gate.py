@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from training.bootstrap import Comparison
 from training.config import GateParams
 from training.evaluate import calibration_error, choose_threshold, premium_at, score_metrics
 
@@ -132,17 +134,22 @@ def decide(
     params: GateParams,
     force: bool = False,
     replacing: bool | None = None,
+    comparisons: Mapping[str, Comparison] | None = None,
 ) -> Verdict:
     """Promote only a challenger that is sane and not worse than the champion.
 
     Not worse: ROC AUC at most `max_auc_drop` below the champion's, coverage at the
-    target bad rate at least the champion's, calibration error within bounds. With no
-    champion, passing the sanity checks is enough. `force` promotes anyway (recorded).
+    target bad rate at least the champion's, calibration error within bounds, and not
+    significantly worse (paired bootstrap, `comparisons`) than the champion or a baseline
+    fitted on the same rows. With no champion, the sanity checks and the baselines' intervals
+    are enough. `force` promotes anyway (recorded).
 
     Args:
         replacing: Whether a model serves now (default: whether `champion` is given). When
             one does but its figures cannot be compared (`champion` None: unreadable, not
             sane, or in-sample on the gate's rows), the calibration bound still applies.
+        comparisons: The paired bootstrap against the champion (when comparable) and the
+            run's baselines: a challenger significantly worse than any of them is refused.
     """
     replacing = champion is not None if replacing is None else replacing
     reasons = [f"sanity: {p}" for p in challenger.problems]
@@ -158,6 +165,10 @@ def decide(
                     f"coverage_at_target {challenger.coverage_at_target:.4f} is below the "
                     f"champion's {champion.coverage_at_target:.4f}"
                 )
+        for comparison in (comparisons or {}).values():
+            reason = comparison.reason(params.confidence)
+            if reason is not None:
+                reasons.append(reason)
         if replacing and not challenger.calibration_error <= params.max_calibration_error:
             reasons.append(
                 f"calibration_error {challenger.calibration_error:.4f} exceeds "

@@ -27,6 +27,14 @@ from training.config import ModelParams
 HAND_RULE_COLUMNS = ("confirmed_abuse_total", "disputes_365d", "refunds_90d")
 _HAND_RULE_CAP = 9
 
+# The run's baselines, fitted on the same rows as the model and logged with its run as plain
+# numbers (no pickle): the promotion gate scores them on its month and refuses a challenger
+# significantly worse than one of them.
+BASELINE_ARTIFACTS = {
+    "hand_rule": "baselines/hand_rule.json",
+    "logistic": "baselines/logistic.json",
+}
+
 
 class Scorer(Protocol):
     """Anything that maps a feature frame to P(bad) per row."""
@@ -139,6 +147,49 @@ class HandRule:
     def predict(self, frame: pd.DataFrame) -> np.ndarray:
         """P(bad) for each row of `frame`."""
         return self.calibration.predict(self.points(frame))
+
+    def to_document(self) -> dict:
+        """The fitted rule as plain numbers (logged with the run, read back by the gate
+        without unpickling): its columns and the calibration's steps."""
+        return {
+            "columns": list(self.columns),
+            "cap": _HAND_RULE_CAP,
+            "points": [float(v) for v in self.calibration.X_thresholds_],
+            "bad_rate": [float(v) for v in self.calibration.y_thresholds_],
+        }
+
+
+@dataclass(frozen=True)
+class FrozenHandRule:
+    """A fitted `HandRule` read back from `to_document`: the same points and the same
+    piecewise-linear calibration (clipped at both ends, as the isotonic fit predicts)."""
+
+    columns: tuple[str, ...]
+    points_at: np.ndarray
+    bad_rate: np.ndarray
+
+    @classmethod
+    def from_document(cls, document: dict) -> FrozenHandRule:
+        """Read `HandRule.to_document`.
+
+        Raises:
+            ValueError: It is not such a document.
+        """
+        try:
+            columns = tuple(str(c) for c in document["columns"])
+            points = np.asarray(document["points"], dtype=np.float64)
+            rates = np.asarray(document["bad_rate"], dtype=np.float64)
+            cap = int(document["cap"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"not a hand rule document: {exc!r}") from None
+        if cap != _HAND_RULE_CAP or points.shape != rates.shape or len(points) == 0:
+            raise ValueError("not a hand rule document of this version")
+        return cls(columns, points, rates)
+
+    def predict(self, frame: pd.DataFrame) -> np.ndarray:
+        """P(bad) for each row of `frame`."""
+        points = HandRule(columns=self.columns).points(frame)
+        return np.interp(points, self.points_at, self.bad_rate)
 
 
 def _signed_log1p(values: np.ndarray) -> np.ndarray:

@@ -7,8 +7,10 @@ A refusal is a normal outcome; only a broken registry, store or data is an error
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
-from dataclasses import dataclass
+import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import mlflow
@@ -18,10 +20,13 @@ from mlflow import MlflowClient
 
 import features
 from modelcontract import CHALLENGER, CHAMPION, GateTags
+from modelcontract.linear import LinearModel
 from training import registry
+from training.bootstrap import Comparison, paired_bootstrap
 from training.config import PromoteConfig, SnapshotParams
 from training.errors import RegistryError, TrainingDataError
 from training.gate import GateFigures, Verdict, decide, measure, sanity_problems
+from training.models import BASELINE_ARTIFACTS, FrozenHandRule
 from training.snapshots import build_snapshots, snapshot_dates
 
 logger = logging.getLogger(__name__)
@@ -39,6 +44,10 @@ class PromoteResult:
     gate_as_of: str | None
     run_id: str | None
     note: str = ""
+    # The paired bootstrap: the challenger against the champion and the run's baselines.
+    comparisons: dict[str, Comparison] = field(default_factory=dict)
+    confidence: float = 0.95
+    bootstrap_rounds: int = 0
 
 
 # What a challenger is held to when a champion serves but its figures cannot be compared.
@@ -146,14 +155,16 @@ def _judge(
     rows: pd.DataFrame,
     target_bad_rate: float,
     config: PromoteConfig,
-) -> GateFigures:
+) -> tuple[GateFigures, np.ndarray | None]:
+    """A registered model's figures on the gate rows, and its scores (None when it cannot
+    score them)."""
     booster = registry.load_model(config.model_name, model.number)
     booster_columns = booster.feature_name()
     missing = [c for c in booster_columns if c not in rows.columns]
     if missing:
         problems = [f"serving cannot compute feature(s) {', '.join(missing)}"]
         nan = float("nan")
-        return GateFigures(model.number, nan, 0.0, nan, nan, nan, tuple(problems))
+        return GateFigures(model.number, nan, 0.0, nan, nan, nan, tuple(problems)), None
     scores = np.asarray(booster.predict(rows[booster_columns].to_numpy(np.float64)))
     problems = sanity_problems(
         scores,
@@ -164,7 +175,42 @@ def _judge(
         config.gate,
     )
     bad = rows["bad"].to_numpy()
-    return measure(model.number, bad, scores, model.threshold, target_bad_rate, problems)
+    figures = measure(model.number, bad, scores, model.threshold, target_bad_rate, problems)
+    return figures, scores
+
+
+def baseline_scores(
+    client: MlflowClient, version: registry.ModelVersion, rows: pd.DataFrame, family: str | None
+) -> tuple[dict[str, np.ndarray], str]:
+    """The challenger run's own baselines (fitted on its training rows, logged as plain
+    numbers) scored on the gate rows, and a note on any it did not log or that cannot be read.
+    The logistic baseline is left out when it is the challenger itself."""
+    scores: dict[str, np.ndarray] = {}
+    missing = []
+    for name, artifact in BASELINE_ARTIFACTS.items():
+        if name == family:
+            continue
+        try:
+            with tempfile.TemporaryDirectory(prefix="fastrefund-baseline-") as folder:
+                local = mlflow.artifacts.download_artifacts(
+                    run_id=version.run_id, artifact_path=artifact, dst_path=folder
+                )
+                text = Path(local).read_text(encoding="utf-8")
+            if name == "logistic":
+                model = LinearModel.from_json(text)
+                matrix = rows[model.feature_name()].to_numpy(np.float64)
+                scores[name] = model.predict(matrix)
+            else:
+                scores[name] = FrozenHandRule.from_document(json.loads(text)).predict(rows)
+        except Exception as exc:  # noqa: BLE001 - an old run logged none: not compared
+            logger.info("baseline %s not compared: %s", name, exc)
+            missing.append(name)
+    note = (
+        f"the challenger's run has no readable baseline(s) {', '.join(missing)}: not compared"
+        if missing
+        else ""
+    )
+    return scores, note
 
 
 def promote(
@@ -205,18 +251,19 @@ def promote(
     rows = gate_rows(data_dir, snapshot_params)
     gate_date = pd.Timestamp(rows["as_of"].iloc[0])
     gate_as_of = gate_date.date().isoformat()
-    challenger_figures = _judge(challenger, rows, target, config)
+    challenger_figures, challenger_scores = _judge(challenger, rows, target, config)
     seen = in_sample(_run_params(client, challenger_version), gate_date)
     if seen is not None:  # refused (a sanity problem) unless forced
         problems = (*challenger_figures.problems, seen)
         challenger_figures = dataclasses.replace(challenger_figures, problems=problems)
     champion_figures = None
+    champion_scores = None
     set_aside = None  # a champion's figures that cannot be compared (logged, not used)
     note = ""
     if champion_version is not None:
         try:
             champion = registry.read_registered(champion_version)
-            champion_figures = _judge(champion, rows, target, config)
+            champion_figures, champion_scores = _judge(champion, rows, target, config)
         except RegistryError as exc:
             note = f"champion cannot be judged ({exc}); {_NOT_COMPARED}"
         if champion_figures is not None and champion_figures.problems:
@@ -234,14 +281,43 @@ def promote(
             note = f"champion version {champion_version.version}: {seen}; {_NOT_COMPARED}"
             set_aside, champion_figures = champion_figures, None
     elif not note:
-        note = "no champion yet: the challenger needs only to pass the sanity checks"
+        note = (
+            "no champion yet: the challenger must pass the sanity checks and not be "
+            "significantly worse than its run's baselines"
+        )
+    others, baseline_note = baseline_scores(
+        client, challenger_version, rows, challenger.tags.model_family
+    )
+    note = "; ".join(n for n in (note, baseline_note) if n)
+    if champion_figures is not None and champion_scores is not None:
+        others = {"champion": champion_scores, **others}
+    comparisons: dict[str, Comparison] = {}
+    if challenger_scores is not None and np.isfinite(challenger_scores).all() and others:
+        gate = config.gate
+        comparisons = paired_bootstrap(
+            rows["bad"].to_numpy(),
+            challenger_scores,
+            others,
+            target,
+            gate.bootstrap_rounds,
+            gate.confidence,
+            gate.bootstrap_seed,
+        )
     verdict = decide(
         challenger_figures,
         champion_figures,
         config.gate,
         force=config.force,
         replacing=champion_version is not None,
+        comparisons=comparisons,
     )
+    intervals = {
+        name: {
+            "auc_difference": c.auc_difference.as_list(),
+            "coverage_difference": c.coverage_difference.as_list(),
+        }
+        for name, c in comparisons.items()
+    }
 
     experiment_id = registry.ensure_experiment(client, config.experiment_name)
     with mlflow.start_run(
@@ -275,8 +351,21 @@ def promote(
         for label, figures in judged:
             if figures is not None:
                 mlflow.log_metrics({f"{label}/{k}": v for k, v in figures.as_metrics().items()})
+        for comparison in comparisons.values():
+            mlflow.log_metrics(comparison.as_metrics())
         mlflow.log_dict(
-            {"verdict": verdict.label, "reasons": verdict.reasons, "note": note}, "gate.json"
+            {
+                "verdict": verdict.label,
+                "reasons": verdict.reasons,
+                "note": note,
+                "bootstrap": {
+                    "rounds": config.gate.bootstrap_rounds,
+                    "confidence": config.gate.confidence,
+                    "seed": config.gate.bootstrap_seed,
+                    "challenger_minus": intervals,
+                },
+            },
+            "gate.json",
         )
         gate_tags = GateTags.model_validate(
             {
@@ -286,6 +375,7 @@ def promote(
                 "model_sha256": registry.model_sha256(name, challenger.number),
             }
             | ({"gate_reason": config.reason} if config.reason else {})
+            | ({"gate_intervals": json.dumps(intervals)} if intervals else {})
         )
         for key, value in gate_tags.to_tags().items():
             client.set_model_version_tag(name, challenger.number, key, value)
@@ -306,4 +396,7 @@ def promote(
         gate_as_of,
         run.info.run_id,
         note,
+        comparisons,
+        config.gate.confidence,
+        config.gate.bootstrap_rounds,
     )

@@ -31,7 +31,7 @@ from training.config import TrainConfig
 from training.errors import TrainingDataError
 from training.evaluate import PremiumCut, choose_threshold, score_metrics
 from training.matrix import read_matrix
-from training.models import BoosterScorer, HandRule
+from training.models import BASELINE_ARTIFACTS, BoosterScorer, HandRule
 from training.plots import (
     calibration_figure,
     coverage_figure,
@@ -96,6 +96,7 @@ class Evaluation:
     target_bad_rate: float
     selection: Selection | None = None
     chosen: str = MODEL
+    hand_rule: HandRule | None = None
 
     @property
     def model(self) -> ScorerResult:
@@ -235,9 +236,10 @@ def fit_and_evaluate(
         columns,
         report=test_figures,
     )
+    hand_rule = HandRule().fit(train_x, train_y)
     scorers: dict[str, Callable[[pd.DataFrame], np.ndarray]] = {
         MODEL: BoosterScorer(selection.booster).predict,
-        HAND_RULE: HandRule().fit(train_x, train_y).predict,
+        HAND_RULE: hand_rule.predict,
         LOGISTIC: selection.logistic.predict,
     }
     if oracle is not None:
@@ -246,7 +248,13 @@ def fit_and_evaluate(
         name: _result(predict, split, config.target_bad_rate) for name, predict in scorers.items()
     }
     return Evaluation(
-        selection.booster, columns, results, config.target_bad_rate, selection, selection.family
+        selection.booster,
+        columns,
+        results,
+        config.target_bad_rate,
+        selection,
+        selection.family,
+        hand_rule,
     )
 
 
@@ -332,6 +340,14 @@ def _log_search(selection: Selection, registered: str) -> None:
     )
 
 
+def _log_baselines(evaluation: Evaluation) -> None:
+    if evaluation.hand_rule is not None:
+        mlflow.log_dict(evaluation.hand_rule.to_document(), BASELINE_ARTIFACTS[HAND_RULE])
+    if evaluation.selection is not None:
+        document = evaluation.selection.logistic.to_spec().model_dump_json()
+        mlflow.log_text(document, BASELINE_ARTIFACTS[LOGISTIC])
+
+
 def _log_linear(evaluation: Evaluation) -> str:
     """Log the logistic winner as its JSON document under `model` (modelcontract.linear);
     returns the URI to register. No pickle and no python_function flavour: only the
@@ -402,6 +418,7 @@ def log_and_register(
         mlflow.log_metrics(_metrics(evaluation))
         if evaluation.selection is not None:
             _log_search(evaluation.selection, evaluation.chosen)
+        _log_baselines(evaluation)
         mlflow.log_text(evaluation.table().to_string(float_format="%.4f"), "summary.txt")
         _log_figures(evaluation, split)
 

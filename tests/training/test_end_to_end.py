@@ -152,6 +152,13 @@ def test_train_register_promote_retrain(
     result = run("promote")
     assert result.exit_code == 0, result.output
     assert "verdict: promoted" in result.output
+    # With no champion, the challenger is held to its run's baselines, with intervals.
+    assert "paired bootstrap (1000 resamples, 95% intervals)" in result.output
+    assert "hand_rule  AUC +" in result.output
+    intervals = json.loads(client.get_model_version(MODEL, "1").tags["gate_intervals"])
+    assert set(intervals) == {"hand_rule", "logistic"} - {version.tags["model_family"]}
+    low, high = intervals["hand_rule"]["auc_difference"][1:]
+    assert 0 < low < high  # the model beats the hand rule beyond the noise on this world
     # Serving loads only what the gate promoted (before, the version carries no verdict).
     served = load_champion(tracking, MODEL, "champion")
     assert served.profile is not None and served.profile.rows == len(train_rows)
