@@ -19,6 +19,8 @@ from serving.middleware import DecisionAPI
 from serving.routes import admin, decisions, health
 from serving.supervisor import Clock
 
+_NO_DOCS: dict = {"docs_url": None, "redoc_url": None, "openapi_url": None}
+
 
 def create_app(settings: Settings | None = None, clock: Clock | None = None) -> FastAPI:
     """Build the decision API.
@@ -42,6 +44,9 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         version="1",
         lifespan=lifespan(settings, clock or time.time),
         generate_unique_id_function=lambda route: route.name,  # operationIds: decide, ...
+        # The interactive docs and the document only in development: elsewhere they would
+        # map the API for anyone who can reach it (a development server serves the same document).
+        **({} if settings.environment == "development" else _NO_DOCS),
     )
     app.include_router(decisions.raw_router)  # served by the decision lane, documented here
     app.include_router(decisions.router)

@@ -122,6 +122,15 @@ class Settings(BaseSettings):
             }
         return data
 
+    @field_validator("store_path", "audit_path", "policy_path")
+    @classmethod
+    def _no_uri_characters(cls, value: Path | None) -> Path | None:
+        # SQLite files are opened as URIs (file:PATH?mode=ro): a "?" or "#" in PATH would end
+        # it there, and another file would be opened (or created) without a word.
+        if value is not None and any(c in str(value) for c in "?#"):
+            raise ValueError(f"{value}: a path with '?' or '#' is refused (SQLite URI syntax)")
+        return value
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _known_level(cls, value: object) -> object:

@@ -26,6 +26,10 @@ _ISO_DATE = re.compile(r"\s*[0-9]{4}-[0-9]{2}-[0-9]{2}[T ]")
 _INVISIBLE = frozenset({"Cc", "Cf", "Cn", "Co", "Cs", "Mn", "Me", "Zl", "Zp"})
 _FILLERS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
 
+# `requested_at`'s years, as written (before the offset is applied): what the API takes.
+FIRST_YEAR, LAST_YEAR = 2000, 2099
+REQUESTED_AT_PATTERN = r"^20[0-9]{2}-"
+
 OrderStatus = Literal["unpaid", "paid_unshipped", "shipped", "delivered", "completed", "cancelled"]
 Id = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[\x21-\x7e]+$")]
 Text = Annotated[str, StringConstraints(min_length=1, max_length=500)]
@@ -98,7 +102,11 @@ class DecisionRequest(_Strict):
     """`POST /v1/refund-decisions`: a buyer's refund request on an order."""
 
     refund_id: Id
-    requested_at: AwareDatetime
+    requested_at: AwareDatetime = Field(
+        description="When the buyer asked: ISO 8601 with its offset, a year from "
+        f"{FIRST_YEAR} to {LAST_YEAR} as written.",
+        json_schema_extra={"format": "date-time", "pattern": REQUESTED_AT_PATTERN},
+    )
     kind: Literal["refund_only", "return_and_refund"]
     order: Order
 
@@ -116,6 +124,10 @@ class DecisionRequest(_Strict):
     @field_validator("requested_at")
     @classmethod
     def _to_utc(cls, value: AwareDatetime) -> AwareDatetime:
+        # Years 1 or 9999 are valid ISO 8601 and nobody's refund: a clock or a client gone
+        # wrong, which velocity windows and the audit log's order must not take in.
+        if not FIRST_YEAR <= value.year <= LAST_YEAR:
+            raise ValueError(f"must be in the years {FIRST_YEAR} to {LAST_YEAR}")
         try:
             return value.astimezone(UTC)
         except OverflowError:  # e.g. 0001-01-01 at +01:00 is before the first UTC instant

@@ -218,10 +218,11 @@ class Supervisor:
         )
         logger.error("audit log gone", extra={"fields": {"error": self._audit_gone}})
 
-    async def load_model(self) -> Champion:
+    async def load_model(self, before_swap: Callable[[Champion], None] | None = None) -> Champion:
         """Load the champion in a thread and swap it in; requests keep flowing meanwhile.
 
-        On failure the current model (if any) keeps serving.
+        On failure the current model (if any) keeps serving; so it does when `before_swap`
+        (the admin reload's audit record, written before the model serves) raises.
 
         Raises:
             ModelUnavailable: The champion cannot be loaded.
@@ -243,6 +244,8 @@ class Supervisor:
                 logger.error("champion not loaded", extra={"fields": {"error": str(exc)}})
                 raise
             previous = self.champion.version if self.champion is not None else None
+            if before_swap is not None:
+                before_swap(champion)
             self.champion = champion  # one reference swap: a request sees one model or the other
             self.model_error = ""
             self.metrics.serving_model(champion.name, champion.version)

@@ -13,7 +13,7 @@ from fastapi import APIRouter, HTTPException, Path, status
 from serving.audit import AuditUnavailable
 from serving.backends import Store
 from serving.deps import AdminDep, ServiceDep
-from serving.model import ModelUnavailable
+from serving.model import Champion, ModelUnavailable
 from serving.openapi import BuyerView, ReloadAnswer, ShopView
 from serving.records import Override
 from serving.schemas import Id, RevocationChange, ShopEligibilityChange
@@ -174,8 +174,21 @@ async def set_shop_eligibility(
 async def reload_model(caller: AdminDep, service: ServiceDep) -> dict:
     """Load the current champion and swap it in without dropping requests."""
     previous = service.champion.version if service.champion is not None else None
+
+    def record(champion: Champion) -> None:
+        # Before the swap: a model never serves without its reload in the audit log (an
+        # audit log that cannot be written is a 503 and the old model keeps serving).
+        _audit(
+            service,
+            caller.label,
+            "reload_model",
+            champion.name,
+            "admin reload",
+            {"previous": previous, "version": champion.version},
+        )
+
     try:
-        champion = await service.load_model()
+        champion = await service.load_model(before_swap=record)
     except ModelUnavailable as exc:
         raise HTTPException(
             status.HTTP_503_SERVICE_UNAVAILABLE,
@@ -183,12 +196,4 @@ async def reload_model(caller: AdminDep, service: ServiceDep) -> dict:
             if previous is not None
             else f"reload failed, no model is being served: {exc}",
         ) from exc
-    _audit(
-        service,
-        caller.label,
-        "reload_model",
-        champion.name,
-        "admin reload",
-        {"previous": previous, "version": champion.version},
-    )
     return {"model": {"name": champion.name, "version": champion.version}, "previous": previous}

@@ -119,6 +119,13 @@ def with_order(**fields: object) -> dict:
     return payload
 
 
+def not_ready_reasons(caplog: pytest.LogCaptureFixture) -> str:
+    """The reasons /readyz logged behind its public phrases (serving.routes.health), joined."""
+    return " ".join(
+        r.fields["reason"] for r in caplog.records if "check" in getattr(r, "fields", {})
+    )
+
+
 def codes(answer: dict) -> list[str]:
     """The reason codes of an answer."""
     return [reason["code"] for reason in answer["reasons"]]

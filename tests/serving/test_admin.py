@@ -13,12 +13,14 @@ import pytest
 from fastapi.testclient import TestClient
 
 from serving.config import Settings
+from serving.routes.health import NOT_READY
 from tests.serving.conftest import (
     ADMIN,
     DECIDER,
     body,
     codes,
     decide,
+    not_ready_reasons,
     write_test_store,
 )
 
@@ -210,7 +212,7 @@ def test_overrides_survive_the_store_restored_from_a_backup(
 
 
 def test_a_new_store_not_given_the_overrides_is_not_served(
-    client: TestClient, settings: Settings, make_client
+    client: TestClient, settings: Settings, make_client, caplog: pytest.LogCaptureFixture
 ) -> None:
     _overrides(client)
     client.close()
@@ -220,7 +222,8 @@ def test_a_new_store_not_given_the_overrides_is_not_served(
     Path(settings.audit_path).mkdir()  # and the audit log cannot be opened
     fresh = make_client()
     store = fresh.get("/readyz").json()["checks"]["store"]
-    assert store.startswith("admin overrides not applied to the online store yet"), store
+    assert store == NOT_READY["store"], store
+    assert "admin overrides not applied to the online store yet" in not_ready_reasons(caplog)
     assert fresh.get("/v1/admin/buyers/B_GOOD", headers=ADMIN).status_code == 503  # not "ok"
     Path(settings.audit_path).rmdir()
     Path(f"{settings.audit_path}.away").rename(settings.audit_path)  # the log is back

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import sqlite3
 
+import pytest
 from fastapi.testclient import TestClient
 
 from serving.config import Settings
+from serving.routes.health import NOT_READY
 from tests.serving.conftest import (
     DECIDER,
     URL,
     body,
     decide,
+    not_ready_reasons,
     with_order,
 )
 
@@ -48,14 +51,18 @@ def test_health_and_metrics(client: TestClient) -> None:
 
 
 def test_readyz_is_not_ready_while_the_audit_log_cannot_take_a_write(
-    client: TestClient, settings: Settings
+    client: TestClient, settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:
     assert client.get("/readyz").status_code == 200
     other = sqlite3.connect(settings.audit_path, isolation_level=None)
     other.execute("BEGIN IMMEDIATE")  # another writer holds the lock: reads still work
     try:
         ready = client.get("/readyz")
-        assert ready.status_code == 503 and "locked" in ready.json()["checks"]["audit"]
+        assert ready.status_code == 503 and ready.json()["checks"]["audit"] == NOT_READY["audit"]
+        # The caller learns which dependency; the file and SQLite's words are in the log.
+        assert str(settings.audit_path) not in ready.text and "locked" not in ready.text
+        assert "locked" in not_ready_reasons(caplog)
+        assert str(settings.audit_path) in not_ready_reasons(caplog)
     finally:
         other.execute("ROLLBACK")
         other.close()

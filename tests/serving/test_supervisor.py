@@ -7,9 +7,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
 
 from serving.config import Settings
+from serving.routes.health import NOT_READY
 from tests.serving.conftest import (
     ADMIN,
     DECIDER,
@@ -18,6 +20,7 @@ from tests.serving.conftest import (
     codes,
     decide,
     no_champion,
+    not_ready_reasons,
     stub_champion,
     write_test_store,
 )
@@ -58,7 +61,7 @@ def test_a_store_file_deleted_and_materialized_anew_is_reopened(
 
 
 def test_an_audit_log_moved_away_while_serving_is_503_until_it_is_back(
-    client: TestClient, settings: Settings
+    client: TestClient, settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:
     assert decide(client, body("MV0"))["decision"] == "auto_approve"
     audit = settings.audit_path
@@ -70,7 +73,8 @@ def test_an_audit_log_moved_away_while_serving_is_503_until_it_is_back(
     assert response.status_code == 503 and "merchant review" in response.json()["detail"]
     ready = client.get("/readyz")
     assert ready.status_code == 503
-    assert "was deleted or moved while in use" in ready.json()["checks"]["audit"]
+    assert ready.json()["checks"]["audit"] == NOT_READY["audit"]
+    assert "was deleted or moved while in use" in not_ready_reasons(caplog)
     assert not audit.exists()  # not begun anew behind the operator's back
 
     for path in files:  # put back
@@ -83,7 +87,7 @@ def test_an_audit_log_moved_away_while_serving_is_503_until_it_is_back(
 
 
 def test_a_worker_never_takes_up_a_log_another_worker_began_after_its_own_was_deleted(
-    make_client: Callable[..., TestClient], settings: Settings
+    make_client: Callable[..., TestClient], settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:
     first = make_client()
     assert decide(first, body("W0"))["decision"] == "auto_approve"
@@ -95,12 +99,14 @@ def test_a_worker_never_takes_up_a_log_another_worker_began_after_its_own_was_de
     time.sleep(1.1)  # the first looks for its log again
     refused = first.post(URL, json=body("W0"), headers=DECIDER)  # would not be a replay
     assert refused.status_code == 503
-    audit = first.get("/readyz").json()["checks"]["audit"]
-    assert "is not the log this worker began with" in audit
+    assert first.get("/readyz").json()["checks"]["audit"] == NOT_READY["audit"]
+    assert "is not the log this worker began with" in not_ready_reasons(caplog)
 
 
 def test_no_champion_fails_closed_until_an_admin_reload(
-    make_client: Callable[..., TestClient], champion_loader: Callable
+    make_client: Callable[..., TestClient],
+    champion_loader: Callable,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     champion_loader(no_champion())
     client = make_client()
@@ -109,7 +115,8 @@ def test_no_champion_fails_closed_until_an_admin_reload(
     assert codes(answer) == ["SCORE_UNAVAILABLE"]
     assert answer["model"]["version"] is None
     ready = client.get("/readyz")
-    assert ready.status_code == 503 and "alias not found" in ready.json()["checks"]["model"]
+    assert ready.status_code == 503 and ready.json()["checks"]["model"] == NOT_READY["model"]
+    assert "alias not found" in not_ready_reasons(caplog)
 
     failed = client.post("/v1/admin/model/reload", headers=ADMIN)
     assert failed.status_code == 503
