@@ -9,8 +9,15 @@ configuration, in alternating rounds in the same run, and reports the medians of
 - `plain`: the champion without its reference profile (no factors: a version from before);
 - `factors`: with it, so every buyer who is not premium gets the factors in words (60% of
   the buyers here: the threshold is the 40th percentile of the scores);
+- `shadow`: `factors` with a challenger in shadow (a second registered version of the same
+  shape, loaded by `serving.shadow.load_challenger` as serving loads `@challenger`): every
+  decision also scores it and decides what it would have;
 
-Run: `.venv/bin/python benchmarks/bench_operations.py` (about 3 minutes).
+and the drift window's cost: recording one scored decision (`DriftWindow.record`, on the
+decision path of `decide`) and computing every PSI from a full window (at a `/metrics`
+scrape, off the decision path), per decision of the window.
+
+Run: `.venv/bin/python benchmarks/bench_operations.py` (about 5 minutes).
 """
 
 from __future__ import annotations
@@ -38,12 +45,14 @@ import features
 from features.simulate import simulate, write_world
 from modelcontract import PROFILE_ARTIFACT
 from serving.config import Settings
+from serving.drift_window import WINDOW_SIZE, DriftCollector, DriftWindow
 from serving.materialize import materialize
 from serving.metrics import Metrics
 from serving.model import Champion
 from serving.policy import load_policy
 from serving.schemas import DecisionRequest
 from serving.service import Service
+from serving.shadow import load_challenger
 from training.reference import reference_profile
 
 
@@ -111,6 +120,37 @@ def timed(service: Service, method: str, requests: list[DecisionRequest]) -> np.
     return np.array(timings) / 1e6
 
 
+def drift_costs(service: Service, champion: Champion, rounds: int) -> list[tuple[float, float]]:
+    """Per round: microseconds to record one scored decision in a drift window (as `decide`
+    does, one row at a time), and milliseconds to compute every PSI from a full window."""
+    store = service.open_store()
+    assert store is not None
+    meta, found = store.lookup((b, "") for b in store_buyers(service, 2000))
+    vectors = [buyer.features for buyer, _ in found if buyer is not None]
+    scores = champion.score_rows(vectors)
+    rows = list(zip(vectors, scores, strict=True))
+    figures = []
+    for _ in range(rounds):
+        window = DriftWindow()
+        started = time.perf_counter_ns()
+        for i in range(50_000):
+            window.record(champion.version, meta.feature_columns, [rows[i % len(rows)]])
+        record_us = (time.perf_counter_ns() - started) / 50_000 / 1000
+        collector = DriftCollector(window, lambda: champion, 0.25)
+        started = time.perf_counter_ns()
+        report = collector.report()
+        psi_ms = (time.perf_counter_ns() - started) / 1e6
+        assert report.rows == WINDOW_SIZE and report.score is not None
+        figures.append((record_us, psi_ms))
+    return figures
+
+
+def store_buyers(service: Service, n: int) -> list[str]:
+    """`n` buyer ids of the online store."""
+    online = f"sqlite:///{service.settings.store_path}"
+    return pd.read_sql(f"SELECT buyer_id FROM buyers LIMIT {n}", online)["buyer_id"].tolist()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--buyers", type=int, default=20_000, help="simulated buyers")
@@ -128,6 +168,7 @@ def main() -> None:
     materialize(workdir / "log", store_path=workdir / "online.db", policy=load_policy())
     uri = f"sqlite:///{workdir / 'mlflow.db'}"
     register(uri, workdir, world.log, "champion")
+    register(uri, workdir, world.log, "challenger")
     online = f"sqlite:///{workdir / 'online.db'}"
     store = pd.read_sql("SELECT buyer_id FROM buyers WHERE order_count >= 3", online)
     buyers = store["buyer_id"].sample(2000, random_state=0, replace=True).tolist()
@@ -144,9 +185,12 @@ def main() -> None:
     asyncio.run(service.load_model())
     champion = service.champion
     assert champion is not None and champion.profile is not None
-    variants: dict[str, Champion] = {
-        "plain": dataclasses.replace(champion, profile=None),
-        "factors": champion,
+    challenger = load_challenger(uri)
+    assert challenger.version != champion.version
+    variants: dict[str, tuple[Champion, Champion | None]] = {
+        "plain": (dataclasses.replace(champion, profile=None), None),
+        "factors": (champion, None),
+        "shadow": (champion, challenger),
     }
     counter = 0
 
@@ -168,17 +212,19 @@ def main() -> None:
     gc.collect()
     gc.freeze()
     for variant in variants.values():  # warm-up
-        service.champion = variant
+        service.champion, service.challenger = variant
         timed(service, "evaluate", requests(1000))
     for _ in range(args.rounds):
         for name, variant in variants.items():
-            service.champion = variant
+            service.champion, service.challenger = variant
             for method in ("evaluate", "decide"):
                 ms = timed(service, method, requests(args.decisions))
                 figures = results.setdefault(f"{name}/{method}", {"p50": [], "p99": []})
                 figures["p50"].append(float(np.percentile(ms, 50)))
                 figures["p99"].append(float(np.percentile(ms, 99)))
+    service.champion, service.challenger = variants["factors"]
     shown = sum("factors" in a.body["buyer"] for a in service.evaluate(requests(2000)))
+    drift = drift_costs(service, champion, args.rounds)
     service.close()
     print(f"load average {os.getloadavg()[0]:.2f}; factors shown on {shown / 2000:.0%} of answers")
     print(f"{'configuration':<22}{'p50 ms':>10}{'p99 ms':>10}   (median of {args.rounds} rounds)")
@@ -186,6 +232,13 @@ def main() -> None:
         p50, p99 = statistics.median(figures["p50"]), statistics.median(figures["p99"])
         rounds = [round(v, 3) for v in figures["p99"]]
         print(f"{name:<22}{p50:>10.3f}{p99:>10.3f}   p99 rounds {rounds}")
+    record_us, psi_ms = (statistics.median(v) for v in zip(*drift, strict=True))
+    print(
+        f"drift: recording a scored decision {record_us:.2f} us; every PSI from a full window "
+        f"({WINDOW_SIZE:,} rows, {len(champion.feature_columns)} features + score) {psi_ms:.1f} ms "
+        f"at a scrape = {psi_ms * 1000 / WINDOW_SIZE:.2f} us per decision of the window "
+        f"(medians of {args.rounds} rounds)"
+    )
     if not args.keep:
         shutil.rmtree(workdir, ignore_errors=True)
 
