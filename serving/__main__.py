@@ -303,12 +303,26 @@ def shadow_report(
         typer.Option("--html", help="Also write a page with plots here (.html)."),
     ] = None,
     top: Annotated[int, typer.Option(min=0, help="Disagreements to list.")] = 20,
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            help="The transaction log, for each model's bad rate on the requests only it would "
+            "approve (refunds confirmed as abuse within 30 days of the decision)."
+        ),
+    ] = None,
 ) -> None:
     """How the challenger in shadow would have decided: agreement with the champion and the
     requests they would have decided differently (read-only)."""
+    import features
     from serving.audit import AuditUnavailable
     from serving.config import ConfigError, Settings
-    from serving.shadow_report import report_lines, shadowed_decisions, write_html
+    from serving.shadow_report import (
+        bad_rate_lines,
+        report_lines,
+        shadowed_decisions,
+        with_labels,
+        write_html,
+    )
 
     for name, value in (("--since", since), ("--until", until)):
         if value is not None and not _is_date(value):
@@ -324,6 +338,14 @@ def shadow_report(
         _fail(str(exc))
     for line in report_lines(frame, total, top):
         typer.echo(line)
+    if data is not None and not frame.empty:
+        try:
+            log = features.load_log(data)
+        except (features.LogFileError, features.LogValidationError) as exc:
+            _fail(str(exc))
+        typer.echo("once labels have matured (abuse confirmed within 30 days):")
+        for line in bad_rate_lines(with_labels(frame, log.refunds, log.end)):
+            typer.echo(f"  {line}")
     if html_out is not None:
         write_html(html_out, frame, total)
         typer.echo(f"wrote {html_out}")

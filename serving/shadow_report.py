@@ -126,6 +126,69 @@ def disagreements(frame: pd.DataFrame) -> pd.DataFrame:
     return differ.sort_values(order, ascending=[False, True, True]).drop(columns="gap")
 
 
+MATURITY_DAYS = 30  # DESIGN.md's M: how long a confirmation of abuse may take to arrive
+
+
+def with_labels(
+    frame: pd.DataFrame,
+    refunds: pd.DataFrame,
+    end: pd.Timestamp,
+    maturity_days: int = MATURITY_DAYS,
+) -> pd.DataFrame:
+    """`frame` with `abuse`: whether the decided refund was confirmed as abuse within
+    `maturity_days` of the decision, by the log's refunds (`refund_id`, `abuse_confirmed_at`);
+    NA where the window has not matured by the log's `end` or the log lacks the refund.
+
+    A fixed window after each decision, so that early and late decisions are judged alike
+    (a later confirmation would favour the oldest decisions)."""
+    labelled = frame.copy()
+    window = pd.Timedelta(days=maturity_days)
+    confirmed = refunds.set_index("refund_id")["abuse_confirmed_at"]
+    known = labelled["refund_id"].isin(confirmed.index)
+    at = labelled["refund_id"].map(confirmed)
+    abuse = (at.notna() & (at <= labelled["decided_at"] + window)).astype("boolean")
+    matured = known & (labelled["decided_at"] + window <= end)
+    labelled["abuse"] = abuse.where(matured, pd.NA)
+    return labelled
+
+
+def bad_rates(labelled: pd.DataFrame) -> pd.DataFrame:
+    """Per (champion, challenger): on the matured requests only one of them would approve,
+    how many there are and the share confirmed as abuse (the bad rate each would have let
+    through that the other would not)."""
+    rows = []
+    for (champion, challenger), group in labelled.groupby(
+        ["model_version", "challenger_version"], sort=True, dropna=False
+    ):
+        ours = group["decision"] == AUTO_APPROVE
+        theirs = group["challenger_decision"] == AUTO_APPROVE
+        row: dict = {"champion_version": champion, "challenger_version": challenger}
+        for who, only in (("champion_only", ours & ~theirs), ("challenger_only", ~ours & theirs)):
+            matured = group.loc[only, "abuse"].dropna()
+            row[f"{who}_matured"] = len(matured)
+            row[f"{who}_bad_rate"] = float(matured.astype(bool).mean()) if len(matured) else None
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def bad_rate_lines(labelled: pd.DataFrame) -> list[str]:
+    """`bad_rates` in words."""
+
+    def rate(n: int, value: float | None) -> str:
+        return (
+            f"{n:,} matured, none to judge"
+            if value is None
+            else f"{n:,} matured, {value:.1%} abuse"
+        )
+
+    return [
+        f"champion {row.champion_version} vs challenger {row.challenger_version}: approved by "
+        f"the champion only: {rate(row.champion_only_matured, row.champion_only_bad_rate)}; "
+        f"by the challenger only: {rate(row.challenger_only_matured, row.challenger_only_bad_rate)}"
+        for row in bad_rates(labelled).itertuples()
+    ]
+
+
 def report_lines(frame: pd.DataFrame, total: int, top: int = 20) -> list[str]:
     """The summary and the first `top` disagreements, as a terminal table."""
     if frame.empty:

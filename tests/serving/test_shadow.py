@@ -28,6 +28,8 @@ from serving.model import Champion, ModelUnavailable
 from serving.policy import load_policy
 from serving.service import Service
 from serving.shadow import load_challenger
+from serving.shadow_report import bad_rate_lines, bad_rates, with_labels
+from tests.factories import make_refunds
 from tests.serving.conftest import (
     COLUMNS,
     DECIDER,
@@ -237,3 +239,36 @@ def test_the_challenger_loads_from_the_registry_without_a_verdict_but_never_unch
     client.delete_registered_model_alias(MODEL_NAME, CHALLENGER)
     service.champion = stub_champion("1000")
     assert asyncio.run(refresh_challenger(service)) is None and service.challenger is None
+
+
+def test_each_models_bad_rate_on_what_only_it_approves_counts_matured_windows_only() -> None:
+    decided = pd.Timestamp("2025-06-01", tz="UTC")
+    frame = pd.DataFrame(
+        {
+            "refund_id": ["A", "B", "C", "D", "E", "F"],
+            "decided_at": [decided] * 5 + [decided + pd.Timedelta(days=20)],
+            "model_version": ["7"] * 6,
+            "challenger_version": ["8"] * 6,
+            # A, B: only the champion approves; C, D, E, F: only the challenger.
+            "decision": ["auto_approve"] * 2 + ["manual_review"] * 4,
+            "challenger_decision": ["manual_review"] * 2 + ["auto_approve"] * 4,
+        }
+    )
+    refunds = make_refunds(
+        *(
+            {"refund_id": r, "order_id": f"O{r}", "buyer_id": "B", "requested_at": "2025-06-01"}
+            for r in "ABCE"
+        )
+    )
+    confirmed = {"A": "2025-06-10", "C": "2025-06-20", "E": "2025-08-01"}  # E: too late
+    refunds["abuse_confirmed_at"] = pd.to_datetime(refunds["refund_id"].map(confirmed), utc=True)
+    labelled = with_labels(frame, refunds, end=pd.Timestamp("2025-07-15", tz="UTC"))
+    # D is not in the log; F's 30 days have not passed by the log's end.
+    assert labelled["abuse"].tolist() == [True, False, True, pd.NA, False, pd.NA]
+    (row,) = bad_rates(labelled).to_dict("records")
+    assert (row["champion_only_matured"], row["champion_only_bad_rate"]) == (2, 0.5)
+    assert (row["challenger_only_matured"], row["challenger_only_bad_rate"]) == (2, 0.5)
+    assert bad_rate_lines(labelled) == [
+        "champion 7 vs challenger 8: approved by the champion only: 2 matured, 50.0% abuse; "
+        "by the challenger only: 2 matured, 50.0% abuse"
+    ]
