@@ -89,7 +89,10 @@ def load_challenger(
         )
     try:
         fast: SingleRowScorer | None = SingleRowScorer(booster)
-    except Exception:  # noqa: BLE001 - Booster.predict serves alone
+    except Exception as exc:  # noqa: BLE001 - Booster.predict serves alone, slower
+        logger.warning(
+            "challenger: fast single-row scoring unavailable", extra={"fields": {"error": repr(exc)}}
+        )
         fast = None
     challenger = Champion(
         name,

@@ -208,7 +208,7 @@ def report_lines(frame: pd.DataFrame, total: int, top: int = 20) -> list[str]:
         return lines
     lines.append(f"disagreements ({len(differ):,}; widest score gap first):")
     lines.append(
-        f"{'refund_id':<24}{'decided_at':<22}{'buyer_id':<16}{'champion':>10}{'challenger':>12}"
+        f"{'refund_id':<24}{'decided_at':<21}{'buyer_id':<16}{'champion':>10}{'challenger':>12}"
         "  approved by"
     )
     for row in differ.head(top).itertuples():

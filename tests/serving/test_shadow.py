@@ -210,6 +210,7 @@ def test_the_challenger_loads_from_the_registry_without_a_verdict_but_never_unch
     challenger = load_challenger(uri)
     row = np.array([0.5, -1.0])
     assert challenger.version == version and challenger.threshold == 0.1
+    assert challenger.score_one is not None  # LightGBM's fast single-row path, as the champion's
     assert challenger.score_rows([row])[0] == pytest.approx(booster.predict(row[None, :])[0])
 
     client = MlflowClient(uri, uri)
