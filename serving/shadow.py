@@ -91,7 +91,8 @@ def load_challenger(
         fast: SingleRowScorer | None = SingleRowScorer(booster)
     except Exception as exc:  # noqa: BLE001 - Booster.predict serves alone, slower
         logger.warning(
-            "challenger: fast single-row scoring unavailable", extra={"fields": {"error": repr(exc)}}
+            "challenger: fast single-row scoring unavailable",
+            extra={"fields": {"error": repr(exc)}},
         )
         fast = None
     challenger = Champion(
