@@ -129,7 +129,10 @@ def export_decisions(
     ] = None,
     audit: Annotated[
         Path | None,
-        typer.Option(help="The audit log; default FASTREFUND_AUDIT_PATH."),
+        typer.Option(
+            help="The audit log (SQLite); default FASTREFUND_DATABASE_URL's when set, else "
+            "FASTREFUND_AUDIT_PATH."
+        ),
     ] = None,
 ) -> None:
     """Write the audit log's decisions as a table for analysis (read-only; atomic)."""
@@ -149,8 +152,14 @@ def export_decisions(
     start = _midnight(since) if since else None
     end = _midnight(until) + 86_400.0 if until else None
     try:
-        path = audit if audit is not None else Settings.load().audit_path
-        frame = read_decisions(path, start, end)
+        settings = Settings.load() if audit is None else None
+        if settings is not None and settings.database_url is not None:  # the shared log
+            from serving.postgres_export import export_decisions as read_from_postgres
+
+            frame = read_from_postgres(settings.database_url.get_secret_value(), start, end)
+        else:
+            path = audit if audit is not None else Settings.load().audit_path
+            frame = read_decisions(path, start, end)
     except (AuditUnavailable, ConfigError) as exc:
         _fail(str(exc))
     with atomic_path(out) as tmp:

@@ -10,13 +10,18 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import psycopg
 import pytest
 import yaml
 from fastapi.testclient import TestClient
+from typer.testing import CliRunner
 
+from serving.__main__ import app
 from serving.config import Settings
 from serving.database import ensure_schema
+from serving.export import export_decisions as export_sqlite
+from serving.postgres_export import export_decisions as export_postgres
 from serving.postgres_store import write_snapshot as write_pg_snapshot
 from serving.records import StoreMeta
 from tests.serving.conftest import (
@@ -134,6 +139,18 @@ def test_the_same_sequence_gets_the_same_answers_on_sqlite_and_postgres(
         pg = conn.execute(f"SELECT {columns} FROM decisions ORDER BY refund_id").fetchall()
     assert [tuple(r[:6]) + (bytes(r[6]),) for r in pg] == [tuple(r) for r in lite]
     assert len(lite) > 20
+    # export-decisions gives the same table from either log (the CLI picks PostgreSQL when
+    # FASTREFUND_DATABASE_URL is set and no --audit is given).
+    exported_lite = export_sqlite(sqlite.audit_path)
+    exported_pg = export_postgres(pg_url)
+    pd.testing.assert_frame_equal(exported_pg, exported_lite)
+    assert (exported_pg["reasons"] != "").any() and len(exported_pg) == len(lite)
+    out = tmp_path / "pg.csv"
+    result = CliRunner().invoke(
+        app, ["export-decisions", "--out", str(out)], env={"FASTREFUND_DATABASE_URL": pg_url}
+    )
+    assert result.exit_code == 0, result.output
+    assert f"{len(lite):,} decisions" in result.output
 
 
 def test_a_new_snapshot_keeps_the_overrides_and_swaps_at_once(
