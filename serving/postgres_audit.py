@@ -13,8 +13,9 @@ What holds across instances, and why:
   so a new READ COMMITTED snapshot) sees the first's approval. A lock taken in the same
   statement as the count would not do: the statement's snapshot predates the wait. Locks
   are taken in one sorted order, so two batches cannot deadlock.
-- An approval is answered only after its COMMIT returned (`transaction`); a commit that
-  fails or is lost answers 503, and the client's retry finds the record or decides anew.
+- An approval is answered only after its COMMIT returned (sent with the inserts, the last
+  statement of a deciding transaction: `_last_write`); a commit that fails or is lost
+  answers 503, and the client's retry finds the record or decides anew.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import json
 import math
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -292,6 +293,8 @@ class PgAuditTransaction:
         # the locks starts (and takes its READ COMMITTED snapshot) once they are held.
         self._pending: list[tuple[str, tuple]] = [("BEGIN", ())] if begin else []
         self._begun = not begin
+        self._write = begin  # a write transaction: its inserts carry the COMMIT (`_last_write`)
+        self._done = False  # committed already
 
     @property
     def conn(self) -> psycopg.Connection:
@@ -325,7 +328,7 @@ class PgAuditTransaction:
         """COMMIT or ROLLBACK what was begun (nothing when no statement was sent)."""
         import psycopg
 
-        if not self._begun:
+        if not self._begun or self._done:
             self._pending = []
             return
         if statement == "ROLLBACK":
@@ -412,8 +415,29 @@ class PgAuditTransaction:
         )
 
     def insert(self, record: DecisionRecord) -> bool:
-        """Store a decision unless its refund_id is already stored; True when stored."""
+        """Store a decision unless its refund_id is already stored; True when stored (and,
+        in a write transaction, committed: see `_last_write`)."""
+        if self._write:
+            return self._last_write(lambda c: c.execute(_INSERT, tuple(record))) == 1
         return self._execute(_INSERT, tuple(record)).rowcount == 1
+
+    def _last_write(self, run: Callable[[psycopg.Cursor], object]) -> int:
+        """Send the pending statements, the transaction's inserts (`run` on a cursor) and
+        its COMMIT in one pipeline; returns the rows inserted, committed by then.
+
+        The service writes nothing after its inserts (they are the last statement of its
+        transaction), so the COMMIT goes with them: one round trip fewer. What it reads
+        afterwards (a replayed record) reads what is committed, the winner's row included.
+        """
+        pending, self._pending = self._pending, []
+        with self._conn.pipeline():
+            for text, values in pending:
+                self._conn.execute(text, values or None)
+            cursor = self._conn.cursor()
+            run(cursor)
+            self._conn.execute("COMMIT")
+        self._done = True
+        return cursor.rowcount
 
     def insert_many(self, records: Sequence[DecisionRecord]) -> int:
         """Store decisions, skipping refund ids already stored; returns how many were stored.
@@ -421,6 +445,8 @@ class PgAuditTransaction:
         than one INSERT over unnest()ed arrays, whose array adaptation is Python's."""
         if not records:
             return 0
+        if self._write:
+            return self._last_write(lambda c: c.executemany(_INSERT, records))
         self._flush()
         with self._conn.cursor() as cursor:
             cursor.executemany(_INSERT, records)
