@@ -184,6 +184,7 @@ def champion_loader(monkeypatch: pytest.MonkeyPatch) -> Callable[[Champion | Exc
         return None  # no registry here: no shadow (tests/serving/test_shadow.py sets one)
 
     monkeypatch.setattr(serving.lifespan, "refresh_challenger", no_challenger)
+    monkeypatch.setattr(serving.lifespan, "follow_challenger", no_challenger)
     use(stub_champion())
     return use
 
