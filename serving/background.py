@@ -13,6 +13,7 @@ import logging
 
 from modelcontract import CHALLENGER
 from serving.audit import AuditUnavailable
+from serving.drift_window import REFRESH_SECONDS
 from serving.model import ModelUnavailable, champion_version
 from serving.service import Service
 from serving.shadow import load_challenger
@@ -164,3 +165,14 @@ async def follow_challenger(service: Service, every_seconds: float, retry_after:
             failed = None
         elif wanted != skip:  # just tried, and failed
             failed, waits = wanted, 0
+
+
+async def refresh_drift(service: Service, every_seconds: float = REFRESH_SECONDS) -> None:
+    """Recompute the drift gauges in a thread every `every_seconds`, so that a scrape of
+    `/metrics` never computes them on the event loop (`serving.drift_window`)."""
+    while True:
+        await asyncio.sleep(every_seconds)
+        try:
+            await asyncio.to_thread(service.drift_gauges.refresh)
+        except Exception:  # noqa: BLE001 - a bug here must not end the refreshes for good
+            logger.exception("drift gauges not refreshed")

@@ -10,6 +10,7 @@ changes: a new version is judged against its own training population.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
@@ -22,6 +23,7 @@ from serving.model import Champion
 # The last 10,000 scored decisions: 4.4 MB for 55 features; at ~100 decisions/s, the last
 # two minutes or so, and PSI over deciles wants thousands of rows to be steady.
 WINDOW_SIZE = 10_000
+REFRESH_SECONDS = 10.0  # how stale the gauges may be: drift is read over hours, not seconds
 
 
 class DriftWindow:
@@ -83,6 +85,7 @@ class DriftCollector(Collector):
         exempt: frozenset[str] = frozenset(),
     ):
         self._window, self._champion, self._alert, self._exempt = window, champion, alert, exempt
+        self._last: tuple[float, DriftReport] | None = None  # (when, report) of `refresh`
 
     def report(self) -> DriftReport:
         """The window judged against the champion that filled it (no reference when the
@@ -102,8 +105,18 @@ class DriftCollector(Collector):
             exempt=self._exempt,
         )
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def refresh(self) -> DriftReport:
+        """Compute the report now and keep it for `collect` (run in a thread)."""
         report = self.report()
+        self._last = (time.monotonic(), report)
+        return report
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        # The last `refresh` while it is recent; computed here only without one (no refresh
+        # loop running, as in a test or a job).
+        last = self._last
+        recent = last is not None and time.monotonic() - last[0] < 3 * REFRESH_SECONDS
+        report = last[1] if last is not None and recent else self.report()
         rows = GaugeMetricFamily(
             "fastrefund_drift_window_rows", "Scored decisions in this worker's drift window."
         )

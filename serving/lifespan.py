@@ -24,6 +24,7 @@ from serving.background import (
     follow_challenger,
     follow_champion,
     refresh_challenger,
+    refresh_drift,
 )
 from serving.coalesce import Coalescer
 from serving.config import Settings
@@ -80,7 +81,10 @@ def lifespan(settings: Settings, clock: Clock) -> Callable[[FastAPI], AbstractAs
         # are left out of collections; what requests allocate is still collected.
         gc.collect()
         gc.freeze()
-        background = [asyncio.create_task(checkpoint_audit(service))]
+        background = [
+            asyncio.create_task(checkpoint_audit(service)),
+            asyncio.create_task(refresh_drift(service)),
+        ]
         if settings.model_check_seconds > 0:
             background.append(
                 asyncio.create_task(follow_champion(service, settings.model_check_seconds))

@@ -88,14 +88,10 @@ class Service(Supervisor):
         metrics.policy.labels(version=policy.version).set(1)
         # What this worker scored, for its drift gauges on /metrics (serving.drift_window).
         self.drift = DriftWindow()
-        metrics.registry.register(
-            DriftCollector(
-                self.drift,
-                lambda: self.champion,
-                policy.drift_psi_alert,
-                policy.drift_exempt_features,
-            )
+        self.drift_gauges = DriftCollector(
+            self.drift, lambda: self.champion, policy.drift_psi_alert, policy.drift_exempt_features
         )
+        metrics.registry.register(self.drift_gauges)
 
     def decide(self, requests: Sequence[DecisionRequest]) -> list[Answer]:
         """Decide and audit a batch; every answer is committed before it is returned.

@@ -128,6 +128,13 @@ def test_metrics_show_psi_by_feature_and_the_premium_rate_of_what_was_scored(
     one_bin = 0.9 * math.log(10) + 9 * (SHARE_FLOOR - 0.1) * math.log(SHARE_FLOOR / 0.1)
     assert gauges['fastrefund_feature_psi{feature="score_hint"}'] == pytest.approx(one_bin)
     assert gauges["fastrefund_score_psi"] == pytest.approx(one_bin)
+    # Refreshed off the event loop, a scrape shows the last refresh (computed in a thread).
+    client.app.state.service.drift_gauges.refresh()  # type: ignore[attr-defined]
+    more = [body(f"DM{i}", buyer_id="B_BAD") for i in range(10)]
+    client.post("/v1/refund-decisions/batch", json={"requests": more}, headers=DECIDER)
+    assert _gauges(client)["fastrefund_drift_window_rows"] == 120.0
+    client.app.state.service.drift_gauges.refresh()  # type: ignore[attr-defined]
+    assert _gauges(client)["fastrefund_drift_window_rows"] == 130.0
 
 
 def test_a_champion_without_a_reference_shows_no_psi(
