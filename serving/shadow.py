@@ -5,9 +5,10 @@ Loading it is as careful as loading the champion about what it runs, and not abo
 the challenger is the version the gate has not judged yet (training aliases a new version
 `challenger` before any gate run), so no verdict is asked for. The rest holds: the tags read
 (`ModelVersionTags`, threshold in (0, the policy's max_premium_threshold]), the `MLmodel` file
-names a native Booster (`modelcontract.artifact.booster_file`, read before any model code),
-the model file's sha256 checked when the version carries one (a gate that judged it wrote it),
-and the Booster read from its text file by LightGBM (no unpickling).
+names a native Booster or the logistic regression's document (`modelcontract.artifact.
+model_file`, read before any model code), the model file's sha256 checked when the version
+carries one (a gate that judged it wrote it), and the Booster read from its text file by
+LightGBM, the document by pydantic (no unpickling).
 
 A challenger that fails to load is logged and there is no shadow; one that fails to score a
 row is logged and that decision is recorded without it. Neither ever changes an answer or
@@ -18,11 +19,13 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from typing import Any
 
 import numpy as np
 
 from modelcontract import CHALLENGER, MODEL_NAME, GateTags, ModelVersionTags
-from modelcontract.artifact import ArtifactError, booster_file, file_sha256
+from modelcontract.artifact import LINEAR_FAMILY, ArtifactError, file_sha256, model_file
+from modelcontract.linear import LinearModel
 from serving.model import Champion, ModelUnavailable, SingleRowScorer
 
 logger = logging.getLogger("serving")
@@ -72,13 +75,17 @@ def load_challenger(
             local = download_artifacts(
                 artifact_uri=location, dst_path=tmp, tracking_uri=tracking_uri
             )
-            model_file = booster_file(local)
-            digest = file_sha256(model_file)
+            # A Booster, or the logistic regression's document when the search chose it.
+            family, path = model_file(local)
+            digest = file_sha256(path)
             if recorded is not None and digest != recorded:
                 raise ArtifactError(
                     f"the model file's sha256 is {digest}, the version records {recorded}"
                 )
-            booster = lgb.Booster(model_file=str(model_file))
+            if family == LINEAR_FAMILY:
+                booster: Any = LinearModel.from_json(path.read_bytes())
+            else:
+                booster = lgb.Booster(model_file=str(path))
     except Exception as exc:  # noqa: BLE001
         raise ModelUnavailable(f"{where}: {type(exc).__name__}: {exc}") from exc
     columns = tags.feature_columns
@@ -88,7 +95,9 @@ def load_challenger(
             f"the feature_columns tag lists {len(columns)}"
         )
     try:
-        fast: SingleRowScorer | None = SingleRowScorer(booster)
+        fast: Any = (
+            booster.score_one if isinstance(booster, LinearModel) else SingleRowScorer(booster)
+        )
     except Exception as exc:  # noqa: BLE001 - Booster.predict serves alone, slower
         logger.warning(
             "challenger: fast single-row scoring unavailable",
