@@ -119,6 +119,8 @@ def materialize(log_dir: Path, store: Path, as_of: str) -> None:
         check=True,
         capture_output=True,
         cwd=ROOT,
+        # As the servers run: development, explicitly (production wants absolute paths).
+        env={**os.environ, "FASTREFUND_ENVIRONMENT": "development"},
     )
 
 

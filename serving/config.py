@@ -131,6 +131,27 @@ class Settings(BaseSettings):
             raise ValueError(f"{value}: a path with '?' or '#' is refused (SQLite URI syntax)")
         return value
 
+    @model_validator(mode="after")
+    def _absolute_outside_development(self) -> Settings:
+        # A relative path is read from the working directory: a cron job started elsewhere
+        # would refresh another store, and succeed.
+        if self.environment != "development":
+            paths = {"FASTREFUND_POLICY_PATH": self.policy_path}
+            if self.database_url is None:
+                paths |= {
+                    "FASTREFUND_STORE_PATH": self.store_path,
+                    "FASTREFUND_AUDIT_PATH": self.audit_path,
+                }
+            relative = [
+                f"{name}={path}" for name, path in paths.items() if path and not path.is_absolute()
+            ]
+            if relative:
+                raise ValueError(
+                    f"{self.environment}: paths must be absolute ({', '.join(relative)}); "
+                    "relative ones are only for FASTREFUND_ENVIRONMENT=development"
+                )
+        return self
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _known_level(cls, value: object) -> object:
@@ -150,7 +171,9 @@ class Settings(BaseSettings):
             raise ConfigError(f"{exc} (a list is JSON, e.g. '[\"token-1\"]')") from None
         except ValidationError as exc:
             problems = [
-                f"FASTREFUND_{'_'.join(str(p) for p in err['loc'][:1]).upper()}: {err['msg']}"
+                f"FASTREFUND_{str(err['loc'][0]).upper()}: {err['msg']}"
+                if err["loc"]
+                else err["msg"].removeprefix("Value error, ")  # the whole: it names its variables
                 for err in exc.errors(include_input=False, include_url=False)
             ]
             raise ConfigError("; ".join(problems)) from None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, NamedTuple
 
 from serving import rules
@@ -99,7 +100,11 @@ def decide(
         "order_unshipped": rules.order_unshipped(order.status, order.tracking_number),
         "amount_below_limit": rules.amount_below_limit(order.paid_amount, policy.amount_limit_fen),
         "goods_not_excluded": rules.goods_not_excluded(
-            order.is_virtual, order.is_custom, order.category, policy.excluded_categories
+            order.is_virtual,
+            order.is_custom,
+            order.category,
+            policy.excluded_categories,
+            policy.allowed_categories,
         ),
         "refund_only": rules.refund_only(request.kind),
     }
@@ -163,6 +168,23 @@ REQUIRED_RULES = (
     "buyer_premium",
     "within_velocity",
 )
+
+
+def snapshot_too_old(as_of: str, now: float, max_age_days: float) -> str | None:
+    """Why a store snapshot as of `as_of` (features known at that day's 00:00 UTC) may not
+    serve at `now` (epoch seconds) under the policy's `max_snapshot_age_days`; None if it may.
+
+    A materialize that stopped running (a cron job broken, a feed that dried up) must not keep
+    approving on buyers as they were weeks ago: past the bound, the store's answers are as
+    good as none (SCORE_UNAVAILABLE).
+    """
+    age_days = (now - datetime.fromisoformat(as_of).replace(tzinfo=UTC).timestamp()) / _DAY_SECONDS
+    if age_days <= max_age_days:
+        return None
+    return (
+        f"buyer and shop could not be checked: the online store's snapshot (as of {as_of}) is "
+        f"{age_days:.1f} days old, more than the policy's {max_age_days:g}"
+    )
 
 
 def approval_problem(

@@ -7,7 +7,14 @@ from importlib import resources
 from pathlib import Path
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 
 class _Frozen(BaseModel):
@@ -65,6 +72,14 @@ class Policy(_Frozen):
     version: str = Field(min_length=1)
     amount_limit_fen: int = Field(gt=0)
     excluded_categories: frozenset[str]
+    # The closed list: the category codes the service covers. Any other category (unknown,
+    # misspelt, or a look-alike such as "\u0441ustom" with a Cyrillic "с") goes to manual
+    # review: a denylist on free text lets through whatever it did not think of.
+    allowed_categories: frozenset[str] = Field(min_length=1)
+    # The oldest online store snapshot that may serve, in days after its as-of date: past
+    # it, decisions that need the store are SCORE_UNAVAILABLE and /readyz is not ready (a
+    # materialize that stopped running must not keep serving last month's buyers).
+    max_snapshot_age_days: float = Field(gt=0, allow_inf_nan=False)
     min_history: MinHistory
     velocity: Velocity
     shop_eligibility: ShopEligibility
@@ -81,11 +96,18 @@ class Policy(_Frozen):
     # buyers do (the live population is always older than the one a model was trained on).
     drift_exempt_features: frozenset[str] = frozenset()
 
-    @field_validator("excluded_categories")
+    @field_validator("excluded_categories", "allowed_categories")
     @classmethod
     def _normalized(cls, categories: frozenset[str]) -> frozenset[str]:
         # Held as `category_key` gives them: "Game_Top_Up " is game_top_up.
         return frozenset(category_key(c) for c in categories)
+
+    @model_validator(mode="after")
+    def _disjoint(self) -> Policy:
+        both = self.allowed_categories & self.excluded_categories
+        if both:
+            raise ValueError(f"categories both allowed and excluded: {', '.join(sorted(both))}")
+        return self
 
 
 def load_policy(path: str | Path | None = None) -> Policy:

@@ -32,6 +32,7 @@ class Reason(StrEnum):
     ORDER_SHIPPED = "ORDER_SHIPPED"
     AMOUNT_NOT_BELOW_LIMIT = "AMOUNT_NOT_BELOW_LIMIT"
     CATEGORY_EXCLUDED = "CATEGORY_EXCLUDED"
+    CATEGORY_NOT_COVERED = "CATEGORY_NOT_COVERED"
     KIND_NOT_REFUND_ONLY = "KIND_NOT_REFUND_ONLY"
     SHOP_NOT_ELIGIBLE = "SHOP_NOT_ELIGIBLE"
     BUYER_REVOKED = "BUYER_REVOKED"
@@ -74,19 +75,32 @@ def amount_below_limit(paid_fen: int, limit_fen: int) -> Failure | None:
 
 
 def goods_not_excluded(
-    is_virtual: bool, is_custom: bool, category: str, excluded_categories: Iterable[str]
+    is_virtual: bool,
+    is_custom: bool,
+    category: str,
+    excluded_categories: Iterable[str],
+    allowed_categories: Iterable[str],
 ) -> Failure | None:
-    """POLICY.md rule 3: neither virtual nor custom-made, by flag or by category.
+    """POLICY.md rule 3: neither virtual nor custom-made, by flag or by category, and a
+    category the policy covers (its closed list).
 
-    The category is compared trimmed and case-folded (`policy.category_key`; the policy holds
-    its list that way), so "Game_Top_Up" cannot slip past game_top_up.
+    The category is compared trimmed, case-folded and NFKC-normalized
+    (`policy.category_key`; the policy holds its lists that way), so "Game_Top_Up" cannot
+    slip past game_top_up; a category on neither list ("custom-made", "\u0441ustom" with a
+    Cyrillic "с") is not covered: manual review, not a guess.
     """
     if is_virtual:
         return Failure(Reason.CATEGORY_EXCLUDED, "virtual goods are excluded")
     if is_custom:
         return Failure(Reason.CATEGORY_EXCLUDED, "custom-made goods are excluded")
-    if category_key(category) in excluded_categories:
+    key = category_key(category)
+    if key in excluded_categories:
         return Failure(Reason.CATEGORY_EXCLUDED, f"category {category} is excluded")
+    if key not in allowed_categories:
+        return Failure(
+            Reason.CATEGORY_NOT_COVERED,
+            f"category {category!r} is not one the service covers: an agent checks the goods",
+        )
     return None
 
 

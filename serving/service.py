@@ -22,7 +22,7 @@ from serving import answers, rules
 from serving.answers import Answer
 from serving.audit import AuditUnavailable, DecisionRecord
 from serving.config import Settings
-from serving.decision import decide
+from serving.decision import decide, snapshot_too_old
 from serving.drift_window import DriftCollector, DriftWindow
 from serving.metrics import Metrics
 from serving.model import Champion
@@ -353,6 +353,13 @@ class Service(Supervisor):
             challenger_decision=would.decision,
         )
 
+    def snapshot_too_old(self, meta: StoreMeta) -> str | None:
+        """Why the store's snapshot is past the policy's `max_snapshot_age_days`, or None.
+        Not applied in development, whose simulated worlds lie in the past."""
+        if self.settings.environment == "development":
+            return None
+        return snapshot_too_old(meta.as_of, self.clock(), self.policy.max_snapshot_age_days)
+
     def buyer_standing(self, buyer: BuyerRecord | None) -> dict:
         """A buyer's score by the champion now, the premium flag and, when not premium, the
         factors behind it (the admin view of a buyer); empty without a champion or score."""
@@ -412,6 +419,9 @@ class Service(Supervisor):
             return _STORE_DOWN, None, empty  # why is in the log and /readyz, not the answer
         try:
             meta, found = store.lookup((r.order.buyer_id, r.order.shop_id) for r in requests)
+            stale = self.snapshot_too_old(meta)
+            if stale is not None:  # as if there were no store (also on /readyz)
+                return stale, None, empty
         except StoreUnavailable as exc:
             self.metrics.unavailable.labels(component="store").inc()
             logger.error("online store read failed", extra={"fields": {"error": str(exc)}})

@@ -77,6 +77,12 @@ async def readyz(service: ServiceDep, response: Response) -> dict:
         checks["store"] = (
             f"ok: as of {meta.as_of}" if meta else _not_ready(service, "store", service.store_error)
         )
+    if meta is not None and service.snapshot_too_old(meta) is not None:
+        # Decisions treat it as no store (SCORE_UNAVAILABLE): so does readiness.
+        checks["store"] = (
+            f"snapshot as of {meta.as_of} is older than the policy's max_snapshot_age_days "
+            f"({service.policy.max_snapshot_age_days:g}): fail closed; run materialize"
+        )
     if meta is not None and meta.policy_version != service.policy.version:
         # Still usable, but its shop eligibility was decided with another policy's thresholds.
         checks["store"] += (

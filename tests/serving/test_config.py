@@ -3,6 +3,8 @@ values."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from typer.testing import CliRunner
 
@@ -10,17 +12,27 @@ import serving.app
 from serving.__main__ import app as cli
 from serving.config import DEV_ADMIN_TOKEN, DEV_DECIDER_TOKEN, ConfigError, Settings
 
+# Outside development the paths must be absolute (the files are not opened here).
+_ABSOLUTE = {
+    "store_path": Path("/srv/fastrefund/online.db"),
+    "audit_path": Path("/srv/fastrefund/audit.db"),
+}
+
 
 def test_default_tokens_are_refused_outside_development() -> None:
     with pytest.raises(ConfigError, match="default development tokens"):
         Settings(
-            environment="production", decider_tokens=[DEV_DECIDER_TOKEN], admin_tokens=["a" * 32]
+            **_ABSOLUTE,
+            environment="production",
+            decider_tokens=[DEV_DECIDER_TOKEN],
+            admin_tokens=["a" * 32],
         ).check_tokens()
     with pytest.raises(ConfigError, match="at least 16"):
         Settings(
-            environment="production", decider_tokens=["d" * 8], admin_tokens=["a" * 32]
+            **_ABSOLUTE, environment="production", decider_tokens=["d" * 8], admin_tokens=["a" * 32]
         ).check_tokens()
     settings = Settings(
+        **_ABSOLUTE,
         environment="production",
         decider_tokens=["d" * 32],
         admin_tokens=["a" * 32],
@@ -28,13 +40,15 @@ def test_default_tokens_are_refused_outside_development() -> None:
     settings.check_tokens()
     assert "d" * 32 not in repr(settings)
     with pytest.raises(ConfigError, match="set FASTREFUND_DECIDER/ADMIN_TOKENS"):
-        serving.app.create_app(Settings(environment="staging"))
+        serving.app.create_app(Settings(**_ABSOLUTE, environment="staging"))
 
 
 def test_production_is_the_default_and_has_no_built_in_tokens(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.delenv("FASTREFUND_ENVIRONMENT")
+    for name, path in _ABSOLUTE.items():
+        monkeypatch.setenv(f"FASTREFUND_{name.upper()}", str(path))
     settings = Settings.load()
     assert settings.environment == "production"
     assert settings.decider_tokens == [] and settings.admin_tokens == []
@@ -53,6 +67,8 @@ def test_serving_run_refuses_the_default_environment_without_tokens(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.delenv("FASTREFUND_ENVIRONMENT")
+    for name, path in _ABSOLUTE.items():
+        monkeypatch.setenv(f"FASTREFUND_{name.upper()}", str(path))
     result = CliRunner().invoke(cli, ["run", "--port", "1"])
     assert result.exit_code == 2
     assert "production: set FASTREFUND_DECIDER/ADMIN_TOKENS" in result.output
@@ -61,7 +77,10 @@ def test_serving_run_refuses_the_default_environment_without_tokens(
 def test_a_token_in_both_lists_is_refused_in_every_environment() -> None:
     for environment in ("development", "production"):
         settings = Settings(
-            environment=environment, decider_tokens=["s" * 32], admin_tokens=["a" * 32, "s" * 32]
+            **_ABSOLUTE,
+            environment=environment,
+            decider_tokens=["s" * 32],
+            admin_tokens=["a" * 32, "s" * 32],
         )
         with pytest.raises(ConfigError, match="in both") as caught:
             settings.check_tokens()
@@ -85,7 +104,7 @@ def test_a_token_in_both_lists_is_refused_in_every_environment() -> None:
 def test_development_serves_only_on_a_loopback_address(
     environment: str, host: str, refused: bool
 ) -> None:
-    settings = Settings(environment=environment)  # type: ignore[arg-type]
+    settings = Settings(**_ABSOLUTE, environment=environment)  # type: ignore[arg-type]
     if refused:
         with pytest.raises(ConfigError, match="loopback"):
             settings.check_host(host)

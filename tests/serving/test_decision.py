@@ -113,6 +113,9 @@ TABLE: list[tuple[str, dict, list[str]]] = [
         {"order": {"is_virtual": True, "is_custom": True}},
         ["CATEGORY_EXCLUDED"],
     ),
+    # The closed list: a category the policy does not name, or one that only looks like it.
+    ("an unknown category", {"order": {"category": "custom-made"}}, ["CATEGORY_NOT_COVERED"]),
+    ("a look-alike", {"order": {"category": "\u0441ustom"}}, ["CATEGORY_NOT_COVERED"]),
     ("a return", {"kind": "return_and_refund"}, ["KIND_NOT_REFUND_ONLY"]),
     # The platform's choices: shops and revoked buyers.
     ("an ineligible shop", {"shop": LATE}, ["SHOP_NOT_ELIGIBLE"]),

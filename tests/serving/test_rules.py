@@ -90,13 +90,18 @@ def test_only_paid_unshipped_without_tracking(
             "\uff27\uff29\uff26\uff34_\uff23\uff21\uff32\uff24\uff33",
             Reason.CATEGORY_EXCLUDED,
         ),  # full width
-        (False, False, "game top up", None),  # another category: not guessed at
+        (False, False, "game top up", Reason.CATEGORY_NOT_COVERED),  # not guessed at
+        (False, False, "\u0441ustom", Reason.CATEGORY_NOT_COVERED),  # a Cyrillic с
+        (False, False, "custom-made", Reason.CATEGORY_NOT_COVERED),
+        (False, False, " Apparel", None),
     ],
 )
 def test_virtual_custom_and_excluded_categories(
     is_virtual: bool, is_custom: bool, category: str, expected: Reason | None
 ) -> None:
-    failure = rules.goods_not_excluded(is_virtual, is_custom, category, POLICY.excluded_categories)
+    failure = rules.goods_not_excluded(
+        is_virtual, is_custom, category, POLICY.excluded_categories, POLICY.allowed_categories
+    )
     assert code(failure) == expected
 
 
