@@ -17,6 +17,8 @@ registers a LightGBM champion in a temporary MLflow, then measures in the same r
 4. `mlflow models serve --env-manager local` (one worker) on the same champion under the same
    wrk load (a one-row dataframe_split request), and the throughput ratio.
 
+`--audit-cost N` runs only what FULL audit commits cost against NORMAL (`audit_cost`).
+
 Load only ever targets 127.0.0.1 and each wrk run is bounded in time.
 Run: `.venv/bin/python benchmarks/bench_serving.py` (needs wrk: `apt-get install -y wrk`).
 """
@@ -370,6 +372,89 @@ def stop(proc: subprocess.Popen) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
 
 
+def audit_cost(
+    settings: Settings,
+    workdir: Path,
+    env: dict,
+    fill: dict,
+    rounds: int,
+    seconds: int,
+    decisions: int,
+) -> dict:
+    """What FULL costs against NORMAL (FASTREFUND_AUDIT_SYNCHRONOUS), in the same run, the two
+    alternating `rounds` times on fresh audit logs: `Service.decide` in process (one commit a
+    decision: the fsync's full price) and `python -m serving run` under wrk at 16 connections
+    flat out (commits grouped by the coalescer). Medians of the rounds."""
+    runs: dict[str, list[dict]] = {"NORMAL": [], "FULL": []}
+    for r in range(rounds):
+        for mode in ("NORMAL", "FULL"):
+            one = settings.model_copy(
+                update={
+                    "audit_synchronous": mode,
+                    "audit_path": workdir / f"audit-ip-{mode}-{r}.db",
+                }
+            )
+            decide = in_process(one, fill["buyers_list"], fill["shops_list"], n=decisions)["decide"]
+            port = free_port()
+            server = subprocess.Popen(
+                [PYTHON, "-m", "serving", "run", "--host", "127.0.0.1", "--port", str(port)],
+                cwd=ROOT,
+                env={
+                    **env,
+                    "FASTREFUND_AUDIT_SYNCHRONOUS": mode,
+                    "FASTREFUND_AUDIT_PATH": str(workdir / f"audit-{mode}-{r}.db"),
+                },
+                stdout=subprocess.DEVNULL,
+                stderr=open(workdir / f"serving-{mode}-{r}.log", "w"),  # noqa: SIM115
+                start_new_session=True,
+            )
+            try:
+                wait_ready(f"http://127.0.0.1:{port}/readyz", server)
+                url = f"http://127.0.0.1:{port}/v1/refund-decisions"
+                prefix = f"{mode[0]}{r}x"
+                script = LUA_SINGLE % {**fill["lua"], "prefix": prefix, "wrap": WRAP_SINGLE}
+                wrk(url, script.replace(f'"{prefix}"', f'"W{prefix}"'), 16, 3, workdir, "w")
+                http = measure(url, script, 16, seconds, workdir, f"{mode}-{r}")
+            finally:
+                stop(server)
+            run = {
+                "decide_p50_ms": decide["p50_ms"],
+                "decide_p99_ms": decide["p99_ms"],
+                "rps": http["rps"],
+                "http_p50_ms": http["p50_ms"],
+                "http_p99_ms": http["p99_ms"],
+                "errors": http["errors"],
+                "load": f"{http['load_before']} / {http['load_after']}",
+            }
+            runs[mode].append(run)
+            print(f"audit {mode} round {r + 1}: {json.dumps(run)}")
+    keys = ("decide_p50_ms", "decide_p99_ms", "rps", "http_p50_ms", "http_p99_ms")
+    medians = {
+        mode: {k: float(np.median([run[k] for run in done])) for k in keys}
+        for mode, done in runs.items()
+    }
+    print()
+    print(
+        f"| audit mode (medians of {rounds}) | Service.decide p50 / p99 | HTTP flat out "
+        "| p50 / p99 |"
+    )
+    print("|---|---|---|---|")
+    for mode, m in medians.items():
+        print(
+            f"| {mode} | {m['decide_p50_ms']:.3f} / {m['decide_p99_ms']:.3f} ms | "
+            f"{m['rps']:,.0f} decisions/s | {m['http_p50_ms']:.1f} / {m['http_p99_ms']:.1f} ms |"
+        )
+    full, normal = medians["FULL"], medians["NORMAL"]
+    print(
+        f"| FULL / NORMAL | {full['decide_p50_ms'] / normal['decide_p50_ms']:.2f}x / "
+        f"{full['decide_p99_ms'] / normal['decide_p99_ms']:.2f}x | "
+        f"{full['rps'] / normal['rps']:.2f}x | "
+        f"{full['http_p50_ms'] / normal['http_p50_ms']:.2f}x / "
+        f"{full['http_p99_ms'] / normal['http_p99_ms']:.2f}x |"
+    )
+    return {"runs": runs, "medians": medians}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--buyers", type=int, default=20_000, help="simulated buyers")
@@ -385,6 +470,13 @@ def main() -> None:
         default="",
         help="more offered rates for paced runs, comma-separated (e.g. 500,2500): whether the "
         "tail follows the load",
+    )
+    parser.add_argument(
+        "--audit-cost",
+        type=int,
+        default=0,
+        help="instead of the usual runs: FULL against NORMAL audit commits, alternating this "
+        "many rounds (in process and HTTP flat out; medians)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = parser.parse_args()
@@ -425,13 +517,6 @@ def main() -> None:
         audit_path=workdir / "audit-inprocess.db",
         mlflow_tracking_uri=uri,
     )
-    steadiness = probe(10.0)
-    print(f"cpu probe: {summary(steadiness)}")
-    before = load_average()
-    one = in_process(settings, buyers, shops, n=args.decisions)
-    one["load_before"], one["load_after"] = before, load_average()
-    print(f"in-process: {json.dumps(one)}")
-
     env = {
         **os.environ,
         "FASTREFUND_STORE_PATH": str(workdir / "online.db"),
@@ -439,6 +524,30 @@ def main() -> None:
         "FASTREFUND_MLFLOW_TRACKING_URI": uri,
         "FASTREFUND_LOG_LEVEL": "INFO",
     }
+    quoted = lambda ids: ",".join(f'"{i}"' for i in ids)  # noqa: E731
+    fill = {"buyers": quoted(buyers), "shops": quoted(shops), "token": DEV_DECIDER_TOKEN}
+    if args.audit_cost:
+        print(f"load average {load_average()}")
+        results = audit_cost(
+            settings,
+            workdir,
+            env,
+            {"lua": fill, "buyers_list": buyers, "shops_list": shops},
+            args.audit_cost,
+            args.seconds,
+            args.decisions,
+        )
+        (workdir / "audit-cost.json").write_text(json.dumps(results, indent=2))
+        if not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+        return
+    steadiness = probe(10.0)
+    print(f"cpu probe: {summary(steadiness)}")
+    before = load_average()
+    one = in_process(settings, buyers, shops, n=args.decisions)
+    one["load_before"], one["load_after"] = before, load_average()
+    print(f"in-process: {json.dumps(one)}")
+
     port = free_port()
     ours = subprocess.Popen(
         [PYTHON, "-m", "serving", "run", "--host", "127.0.0.1", "--port", str(port)],
@@ -453,8 +562,6 @@ def main() -> None:
     results: dict = {"cpu_probe": steadiness, "in_process": one}
     try:
         wait_ready(f"http://127.0.0.1:{port}/readyz", ours)
-        quoted = lambda ids: ",".join(f'"{i}"' for i in ids)  # noqa: E731
-        fill = {"buyers": quoted(buyers), "shops": quoted(shops), "token": DEV_DECIDER_TOKEN}
         single = LUA_SINGLE % {**fill, "prefix": "S", "wrap": WRAP_SINGLE}
         url = f"http://127.0.0.1:{port}/v1/refund-decisions"
         wrk(url, single.replace('"S"', '"W"'), 16, 3, workdir, "warmup")
