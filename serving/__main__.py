@@ -10,6 +10,8 @@ import typer
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
+    from serving.config import Settings
+
 app = typer.Typer(help="The fast-refund decision API and its online store.", no_args_is_help=True)
 
 
@@ -252,7 +254,7 @@ def drift(
     try:
         settings = Settings.load()
         policy = load_policy(settings.policy_path)
-        found = scored_rows(audit or settings.audit_path, start, end, model_version)
+        found = scored_rows(_sqlite_audit(audit, settings, "drift"), start, end, model_version)
     except (AuditUnavailable, ConfigError, ValueError, OSError) as exc:
         _fail(str(exc))
     profile, why = None, ""
@@ -341,7 +343,7 @@ def shadow_report(
     start = _midnight(since) if since else None
     end = _midnight(until) + 86_400.0 if until else None
     try:
-        path = audit if audit is not None else Settings.load().audit_path
+        path = _sqlite_audit(audit, Settings.load(), "shadow-report")
         frame, total = shadowed_decisions(path, start, end)
     except (AuditUnavailable, ConfigError) as exc:
         _fail(str(exc))
@@ -358,6 +360,20 @@ def shadow_report(
     if html_out is not None:
         write_html(html_out, frame, total)
         typer.echo(f"wrote {html_out}")
+
+
+def _sqlite_audit(audit: Path | None, settings: Settings, command: str) -> Path:
+    """The SQLite audit log a report reads: `--audit`, else FASTREFUND_AUDIT_PATH; refused
+    (exit 2) when the service keeps its log in PostgreSQL, which these reports do not read
+    yet (a stale SQLite file at the default path would be read as if it were the log)."""
+    if audit is not None:
+        return audit
+    if settings.database_url is not None:
+        _fail(
+            f"{command} reads a SQLite audit log, and this service keeps its log in "
+            "PostgreSQL (FASTREFUND_DATABASE_URL); give --audit FILE"
+        )
+    return settings.audit_path
 
 
 def _fail(message: str) -> None:

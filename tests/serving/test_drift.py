@@ -172,3 +172,13 @@ def test_the_command_on_an_empty_range_is_not_enough_data_and_bad_input_exits_2(
         result = CliRunner().invoke(cli, extra)
         assert result.exit_code == 2 and message in result.output, result.output
     assert not (tmp_path / "none.db").exists()
+
+
+@pytest.mark.parametrize("command", ["drift", "shadow-report"])
+def test_the_reports_refuse_to_guess_a_sqlite_log_when_the_log_is_in_postgresql(
+    command: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FASTREFUND_DATABASE_URL", "postgresql://ops:s3cret-pw@127.0.0.1/refunds")
+    result = CliRunner().invoke(cli, [command])
+    assert result.exit_code == 2, result.output
+    assert "keeps its log in PostgreSQL" in result.output and "s3cret-pw" not in result.output
