@@ -93,25 +93,33 @@ def throughput(world: World, cluster: PgCluster, work: Path, seconds: int, rate:
     from benchmarks.bench_postgres import materialize_into
 
     results: dict = {}
-    audit = work / "audit-sqlite.db"
-    server = Server(server_env(world, audit), work / "sqlite.log")
-    server.start()
-    try:
-        results["sqlite_1"] = _measure([server], world, "s", seconds, rate, work)
-    finally:
-        server.stop()
-    results["sqlite_1"]["committed"] = _committed_sqlite(audit, "Fs") + _committed_sqlite(
-        audit, "Ps"
-    )
-    for count in (1, 2):
+    # Durability matched in pairs: SQLite NORMAL (no fsync at commit: a crash of the host
+    # can lose the last commits) against PostgreSQL's synchronous_commit=off (the same for
+    # the database host), and SQLite FULL against PostgreSQL's default (an fsync a commit).
+    for key, synchronous in (("sqlite_1", "NORMAL"), ("sqlite_full_1", "FULL")):
+        audit = work / f"audit-{key}.db"
+        server = Server(server_env(world, audit, synchronous), work / f"{key}.log")
+        server.start()
+        name = key.replace("_", "")
+        try:
+            results[key] = _measure([server], world, name, seconds, rate, work)
+        finally:
+            server.stop()
+        results[key]["committed"] = _committed_sqlite(audit, f"F{name}") + _committed_sqlite(
+            audit, f"P{name}"
+        )
+    for key, count, options in (
+        ("pg_1", 1, ""),
+        ("pg_2", 2, ""),
+        ("pg_async_1", 1, "?options=-csynchronous_commit%3Doff"),
+        ("pg_async_2", 2, "?options=-csynchronous_commit%3Doff"),
+    ):
         url = cluster.create_database()  # a fresh database each: no history to count
         materialize_into(world, url)
-        with instances(world, url, work, count) as servers:
-            name = f"pg{count}"
-            results[f"pg_{count}"] = _measure(servers, world, name, seconds, rate, work)
-        results[f"pg_{count}"]["committed"] = _committed_pg(url, f"F{name}") + _committed_pg(
-            url, f"P{name}"
-        )
+        name = key.replace("_", "")
+        with instances(world, url + options, work, count) as servers:
+            results[key] = _measure(servers, world, name, seconds, rate, work)
+        results[key]["committed"] = _committed_pg(url, f"F{name}") + _committed_pg(url, f"P{name}")
     (work / "postgres-results.json").write_text(json.dumps(results, indent=2))
     base = results["sqlite_1"]["flat"]["rps"]
     paced_head = f"paced at {rate:,}/s in total: decisions/s, p50, p99"
@@ -120,9 +128,12 @@ def throughput(world: World, cluster: PgCluster, work: Path, seconds: int, rate:
     )
     print("|---|---|---|---|---|")
     for key, label in (
-        ("sqlite_1", "1 instance, SQLite"),
-        ("pg_1", "1 instance, PostgreSQL"),
-        ("pg_2", "2 instances, one PostgreSQL"),
+        ("sqlite_1", "1 instance, SQLite NORMAL (the default)"),
+        ("pg_async_1", "1 instance, PostgreSQL, synchronous_commit=off"),
+        ("pg_async_2", "2 instances, one PostgreSQL, synchronous_commit=off"),
+        ("sqlite_full_1", "1 instance, SQLite FULL"),
+        ("pg_1", "1 instance, PostgreSQL (default: synchronous_commit=on)"),
+        ("pg_2", "2 instances, one PostgreSQL (synchronous_commit=on)"),
     ):
         f, p = results[key]["flat"], results[key]["paced"]
         print(
