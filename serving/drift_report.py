@@ -174,6 +174,14 @@ def plot_worst(
     ]
     axes.barh([n for n, _ in worst], [v for _, v in worst], color=colours)
     axes.axvline(alert, color="#c0392b", linestyle="--", label=f"alert (PSI {alert:g})")
+    if any(n in exempt for n, _ in worst):
+        from matplotlib.patches import Patch
+
+        axes.add_artist(
+            axes.legend(
+                handles=[Patch(color="#bbbbbb", label="exempt: never alerts")], loc="center right"
+            )
+        )
     axes.set_xlabel("population stability index (live vs training population)")
     axes.set_title(title)
     axes.legend(loc="lower right")

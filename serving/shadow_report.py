@@ -240,7 +240,7 @@ def _figure_png(frame: pd.DataFrame) -> str:
     scatter.set_ylabel("challenger score (P(bad))")
     scatter.legend()
     scatter.set_title("scores on the same feature rows")
-    bins = 40
+    bins = [k / 40 for k in range(41)]  # the same bins for both: P(bad) in [0, 1]
     hist.hist(frame["score"].dropna(), bins=bins, alpha=0.6, label="champion")
     hist.hist(frame["challenger_score"].dropna(), bins=bins, alpha=0.6, label="challenger")
     hist.set_xlabel("score")
