@@ -273,3 +273,46 @@ def test_each_models_bad_rate_on_what_only_it_approves_counts_matured_windows_on
         "champion 7 vs challenger 8: approved by the champion only: 2 matured, 50.0% abuse; "
         "by the challenger only: 2 matured, 50.0% abuse"
     ]
+
+
+def test_a_challenger_that_fails_to_load_is_retried_only_every_tenth_check(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import serving.background
+
+    attempts: list[str] = []
+    alias = {"challenger": "11"}
+
+    def load(*_: object) -> Champion:
+        attempts.append(alias["challenger"])
+        if alias["challenger"] == "11":
+            raise ModelUnavailable("models:/buyer-quality@challenger: broken")
+        return _challenger(HintBooster(), version=alias["challenger"])
+
+    asked: list[int] = []  # the alias read at each check
+
+    def version(*_: object) -> str:
+        asked.append(len(attempts))
+        return alias["challenger"]
+
+    monkeypatch.setattr(serving.background, "champion_version", version)
+    monkeypatch.setattr(serving.background, "load_challenger", load)
+    service = Service(settings, load_policy(), Metrics())
+    service.champion = stub_champion("7")
+
+    async def checks(n: int) -> None:
+        task = asyncio.create_task(serving.background.follow_challenger(service, 0.001))
+        while len(attempts) < n:
+            await asyncio.sleep(0.001)
+        task.cancel()
+
+    async def run() -> None:
+        await asyncio.wait_for(checks(3), timeout=10)
+        assert attempts == ["11", "11", "11"] and service.challenger is None
+        # After a failure, ten checks read the alias without loading before the next try.
+        assert asked.count(1) >= 10 and asked.count(2) >= 10
+        alias["challenger"] = "12"  # the alias moves on: loaded at the next check
+        await asyncio.wait_for(checks(4), timeout=10)
+
+    asyncio.run(run())
+    assert service.challenger is not None and service.challenger.version == "12"
