@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import sqlite3
 from datetime import datetime
+from importlib import resources
 from pathlib import Path
 
 import lightgbm as lgb
@@ -43,7 +44,8 @@ HOUR = 3600.0
 
 def _policy_file(path: Path) -> Path:
     """The packaged policy with a per-shop daily loss budget that the stream runs into."""
-    text = yaml.safe_load(Path("serving/policy.yaml").read_text(encoding="utf-8"))
+    packaged = resources.files("serving").joinpath("policy.yaml")
+    text = yaml.safe_load(packaged.read_text(encoding="utf-8"))
     text["version"] = "audit-replay-test.1"
     text["loss_budget"] = {"max_per_shop_day_fen": 600.0, "max_per_buyer_30_days_fen": None}
     path.write_text(yaml.safe_dump(text), encoding="utf-8")
