@@ -68,7 +68,7 @@ def test_a_logistic_winner_is_registered_judged_and_served(
 ) -> None:
     client = registry.connect()
     data = load_training_data(small_config)
-    evaluation = fit_and_evaluate(data.split, small_config, data.oracle)
+    evaluation = fit_and_evaluate(data.split, small_config)  # no oracle: not read here
     # Whatever won on this world, register the logistic candidate: its own path end to end.
     evaluation = dataclasses.replace(evaluation, chosen=LOGISTIC)
     result = log_and_register(client, data, evaluation, small_config)
