@@ -98,7 +98,6 @@ def test_help_lists_every_option_with_its_help() -> None:
         # A search budget of zero or below: nothing is trained or registered.
         (["train", "--search-trials", "0"], "--search-trials: Input should be greater than 0"),
         (["train", "--search-seconds", "-5"], "--search-seconds: Input should be greater than 0"),
-        (["retrain", "--search-trials", "-1"], "--search-trials: Input should be greater than 0"),
     ],
 )
 def test_a_value_the_settings_refuse_is_exit_2_naming_the_option(
