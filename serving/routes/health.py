@@ -9,6 +9,7 @@ needs a token outside development (it names model versions, traffic and reasons)
 from __future__ import annotations
 
 import logging
+import time
 import weakref
 
 from fastapi import APIRouter, Request, Response
@@ -33,6 +34,14 @@ NOT_READY = {
 # Per worker, the reason last logged for each dependency: a probe every second logs a
 # failure once, not every second.
 _logged: weakref.WeakKeyDictionary[Service, dict[str, str]] = weakref.WeakKeyDictionary()
+# `/readyz` needs no token, and its probe write takes the audit log's write lock: called in
+# a loop, it would make decisions queue behind it. So a probe write that passed is trusted
+# for PROBE_WRITE_SECONDS (per open log); one that failed is tried again on every call, so a
+# recovery shows at once, and a decision's own failed write shows at once through
+# `write_failed_recently`.
+PROBE_WRITE_SECONDS = 1.0
+_probed: weakref.WeakKeyDictionary[object, float] = weakref.WeakKeyDictionary()
+_monotonic = time.monotonic  # tests move it
 
 
 def _not_ready(service: Service, name: str, reason: str) -> str:
@@ -91,7 +100,10 @@ async def readyz(service: ServiceDep, response: Response) -> dict:
         )
     try:
         audit = service.open_audit()
-        audit.ping(service.clock())  # a write, as a decision makes
+        if _monotonic() - _probed.get(audit, -PROBE_WRITE_SECONDS) >= PROBE_WRITE_SECONDS:
+            _probed.pop(audit, None)
+            audit.ping(service.clock())  # a write, as a decision makes
+            _probed[audit] = _monotonic()
         checks["audit"] = "ok"
         if audit.write_failed_recently():  # the ping can pass where a decision's insert fails
             checks["audit"] = (

@@ -8,6 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from serving.config import Settings
+from serving.routes import health
 from serving.routes.health import NOT_READY
 from tests.serving.conftest import (
     DECIDER,
@@ -51,8 +52,12 @@ def test_health_and_metrics(client: TestClient) -> None:
 
 
 def test_readyz_is_not_ready_while_the_audit_log_cannot_take_a_write(
-    client: TestClient, settings: Settings, caplog: pytest.LogCaptureFixture
+    client: TestClient,
+    settings: Settings,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setattr(health, "PROBE_WRITE_SECONDS", 0.0)  # a probe write on every call
     assert client.get("/readyz").status_code == 200
     other = sqlite3.connect(settings.audit_path, isolation_level=None)
     other.execute("BEGIN IMMEDIATE")  # another writer holds the lock: reads still work
@@ -88,3 +93,24 @@ def test_readyz_is_not_ready_for_a_while_after_a_decision_could_not_be_recorded(
     assert decide(client, body("WF1"))["decision"] == "auto_approve"  # decisions resume
     audit = client.app.state.service.audit  # type: ignore[attr-defined]
     assert audit.write_failed_recently() and not audit.write_failed_recently(hold=0.0)
+
+
+def test_readyz_takes_the_audit_write_lock_at_most_once_a_second(
+    client: TestClient, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`/readyz` needs no token: called in a loop it must not queue decisions behind its
+    probe write. A passed probe is trusted for a second; after that it writes again."""
+    now = [1000.0]
+    monkeypatch.setattr(health, "_monotonic", lambda: now[0])
+    assert client.get("/readyz").status_code == 200
+    other = sqlite3.connect(settings.audit_path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # a probe write now would wait and fail
+    try:
+        now[0] += 0.5
+        assert client.get("/readyz").status_code == 200  # no write tried: the lock is not taken
+        now[0] += 0.6
+        assert client.get("/readyz").status_code == 503  # a second on: it writes, and cannot
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert client.get("/readyz").status_code == 200  # a failed probe is retried at once
