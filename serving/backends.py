@@ -83,11 +83,24 @@ class Store(Protocol):
     def shop(self, shop_id: str) -> ShopRecord | None: ...
 
 
+# An instance's connections to PostgreSQL; all but one may be deciding at once (the one left
+# for the background checks, the admin routes and /readyz: a flush waiting for a connection
+# the others hold would be taken for a database that is down).
+POOL_SIZE = 4
+
+
 def open_database(settings: Settings) -> Database | None:
     """The instance's pool when the settings name a PostgreSQL database, else None."""
     if settings.database_url is None:
         return None
-    return Database(settings.database_url.get_secret_value())
+    return Database(settings.database_url.get_secret_value(), max_size=POOL_SIZE)
+
+
+def flush_threads(settings: Settings) -> int:
+    """How many of the coalescer's flushes run at once in threads (`serving.coalesce`): none
+    on SQLite (inline on the loop: sub-millisecond, and SQLite serializes its writers), all
+    but one of the pool's connections on PostgreSQL (each flush waits on round trips)."""
+    return 0 if settings.database_url is None else POOL_SIZE - 1
 
 
 def open_audit(settings: Settings, database: Database | None, create: bool = True) -> Audit:

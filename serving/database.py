@@ -229,11 +229,11 @@ def _refuse_ahead(version: int, url: str) -> None:
 class Database:
     """One instance's pool on the shared database, and when it last failed.
 
-    The request path runs on the event loop, so it must never wait long for a database that
-    is down: after a connection failure every use fails at once for `retry_seconds` (the
-    caller answers 503), then one request tries again, waiting at most 50 ms for a
-    connection, while the pool reconnects in its own threads. When the database is back,
-    the next try succeeds: no restart.
+    The request path (decisions in the coalescer's threads, the rest on the event loop) must
+    never wait long for a database that is down: after a connection failure every use fails
+    at once for `retry_seconds` (the caller answers 503), then one request tries again,
+    waiting at most 50 ms for a connection, while the pool reconnects in its own threads.
+    When the database is back, the next try succeeds: no restart.
     """
 
     def __init__(self, url: str, *, retry_seconds: float = 0.5, max_size: int = 4):

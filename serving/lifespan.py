@@ -18,7 +18,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from fastapi import FastAPI
 
 from modelcontract import redact_uri
-from serving.backends import describe_location
+from serving.backends import describe_location, flush_threads
 from serving.background import (
     checkpoint_audit,
     follow_challenger,
@@ -58,9 +58,13 @@ def lifespan(settings: Settings, clock: Clock) -> Callable[[FastAPI], AbstractAs
         service = Service(settings, policy, Metrics(), clock)
         app.state.service = service
         group_sizes = service.metrics.group_size.labels(route="single")
-        app.state.coalescer = Coalescer(
-            service.decide, max_batch=settings.coalesce_max, on_flush=group_sizes.observe
+        coalescer = Coalescer(
+            service.decide,
+            max_batch=settings.coalesce_max,
+            on_flush=group_sizes.observe,
+            workers=flush_threads(settings),
         )
+        app.state.coalescer = coalescer
         app.state.tokens = token_table(settings)
         await service.start()
         await refresh_challenger(service)  # the shadow, if any: never stops the worker
@@ -97,6 +101,7 @@ def lifespan(settings: Settings, clock: Clock) -> Callable[[FastAPI], AbstractAs
         finally:
             for task in background:
                 task.cancel()
+            await coalescer.drain()  # flushes still in threads commit before the pool closes
             service.close()
             gc.unfreeze()
             if pickle_switch is None:

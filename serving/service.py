@@ -4,8 +4,9 @@
 batch of validated requests it gathers each decision's inputs (the store's buyer and shop,
 the champion's score, the audit log's approval counts), calls the pure `decision.decide`,
 builds the answer and the audit record, commits, and counts the metrics. A single request
-is a batch of one. Everything here is synchronous and sub-millisecond per decision, so it
-runs on the event loop; only model loading runs in a thread.
+is a batch of one. Everything here is synchronous: on SQLite sub-millisecond per decision,
+so it runs on the event loop; on PostgreSQL each call waits on round trips, so the coalescer
+runs several at once in threads (serving.coalesce). Model loading runs in a thread.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -85,6 +87,7 @@ class Service(Supervisor):
         self._shadow_scorer = Scorer(metrics, component="shadow")
         self._decision_counters: dict[str, Any] = {}
         self._reason_counters: dict[str, Any] = {}
+        self._bookkeeping = threading.Lock()
         metrics.policy.labels(version=policy.version).set(1)
         # What this worker scored, for its drift gauges on /metrics (serving.drift_window).
         self.drift = DriftWindow()
@@ -230,11 +233,14 @@ class Service(Supervisor):
                 raise AuditUnavailable(f"audit log {audit.path}: a batch insert was ignored")
         if not commit:
             return replies
-        if described is not None:  # committed
-            audit.snapshots_recorded.add(described)
-        self._count_made(made)  # only once committed: a rolled-back batch decided nothing
-        if scored and champion is not None and meta is not None:
-            self.drift.record(champion.version, meta.feature_columns, scored)
+        # Committed. On PostgreSQL several flushes run at once in threads (serving.coalesce):
+        # the drift window's ring and the counters' caches take one at a time.
+        with self._bookkeeping:
+            if described is not None:
+                audit.snapshots_recorded.add(described)
+            self._count_made(made)  # only once committed: a rolled-back batch decided nothing
+            if scored and champion is not None and meta is not None:
+                self.drift.record(champion.version, meta.feature_columns, scored)
         return replies
 
     def _decide_one(

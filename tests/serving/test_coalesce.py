@@ -4,6 +4,8 @@ each answered as it would have been alone; a failure reaches every caller of its
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from collections.abc import Sequence
 
 import httpx
@@ -156,3 +158,87 @@ def test_concurrent_requests_get_the_answers_they_would_get_one_by_one(
         if line.startswith('fastrefund_decisions_per_transaction_count{route="single"}')
     )
     assert count < len(requests)
+
+
+def test_threaded_flushes_overlap_and_requests_meanwhile_wait_in_one_group() -> None:
+    """workers=2 (PostgreSQL): two flushes are in flight at once, each answered only when its
+    `decide` returned; what arrives while both are busy goes as one group to the first free."""
+    both_in = threading.Barrier(2, timeout=5)
+    release = threading.Event()
+    groups: list[list[str]] = []
+
+    def decide(requests: Sequence[str]) -> list[str]:
+        groups.append(list(requests))
+        if len(groups) <= 2:
+            both_in.wait()  # fails (BrokenBarrierError) unless the two flushes overlap
+            release.wait(5)
+        return [f"answer to {r}" for r in requests]
+
+    async def main() -> list:
+        coalescer = Coalescer(decide, max_batch=1, workers=2)
+        first = [asyncio.ensure_future(coalescer.decide(f"R{i}")) for i in range(2)]
+        await asyncio.sleep(0.05)
+        later = [asyncio.ensure_future(coalescer.decide(f"L{i}")) for i in range(3)]
+        await asyncio.sleep(0.05)
+        assert not any(task.done() for task in first + later)  # none before its decide ended
+        coalescer.max_batch = 64
+        release.set()
+        answers = await asyncio.gather(*first, *later)
+        await coalescer.drain()
+        return answers
+
+    answers = asyncio.run(main())
+    assert answers == [f"answer to {r}" for r in ("R0", "R1", "L0", "L1", "L2")]
+    assert sorted(groups[:2]) == [["R0"], ["R1"]]
+    assert sorted(sum(groups[2:], [])) == ["L0", "L1", "L2"] and len(groups) <= 4
+
+
+def test_threaded_failures_fall_back_one_by_one_in_the_thread() -> None:
+    loop_thread = threading.get_ident()
+    threads: set[int] = set()
+
+    def decide(requests: Sequence[str]) -> list[str]:
+        threads.add(threading.get_ident())
+        if "BAD" in requests:
+            raise RuntimeError("a bug on this row")
+        if "DOWN" in requests:
+            raise AuditUnavailable("database down")
+        return [f"answer to {r}" for r in requests]
+
+    async def main() -> tuple[list, list]:
+        coalescer = Coalescer(decide, workers=2)
+        mixed = await asyncio.gather(
+            *(coalescer.decide(n) for n in ("R0", "BAD", "R2")), return_exceptions=True
+        )
+        down = await asyncio.gather(
+            *(coalescer.decide(n) for n in ("R3", "DOWN")), return_exceptions=True
+        )
+        await coalescer.drain()
+        return mixed, down
+
+    (first, bad, third), down = asyncio.run(main())
+    assert (first, third) == ("answer to R0", "answer to R2")
+    assert isinstance(bad, RuntimeError)
+    assert all(isinstance(r, AuditUnavailable) for r in down)
+    assert threads and loop_thread not in threads  # never decided on the loop
+
+
+def test_drain_waits_for_the_flush_of_a_caller_that_went_away() -> None:
+    decided: list[str] = []
+
+    def decide(requests: Sequence[str]) -> list[str]:
+        time.sleep(0.1)
+        decided.extend(requests)
+        return [f"answer to {r}" for r in requests]
+
+    async def main() -> None:
+        coalescer = Coalescer(decide, workers=1)
+        gone = asyncio.ensure_future(coalescer.decide("GONE"))
+        await asyncio.sleep(0.02)  # its flush is in the thread
+        gone.cancel()
+        queued = asyncio.ensure_future(coalescer.decide("QUEUED"))  # waits for the thread
+        await asyncio.sleep(0)
+        await coalescer.drain()
+        assert decided == ["GONE", "QUEUED"] and queued.result() == "answer to QUEUED"
+
+    asyncio.run(main())
