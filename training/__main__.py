@@ -16,6 +16,7 @@ import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
 from typing import Annotated
 
 import typer
@@ -86,8 +87,36 @@ RETRAIN_OPTIONS = (
 )
 
 
-def _stop(signum: int, _frame: object) -> None:
+# Where a SIGTERM must not land. Raised inside SQLAlchemy's commit, SystemExit skips MLflow's
+# rollback (it catches Exception only): the session keeps SQLite's write lock, and marking the
+# runs FAILED then fails with "database is locked" (exit 1, runs left RUNNING).
+_DATABASE_CODE = ("/sqlalchemy/", "/mlflow/store/")
+_DEFER_SECONDS = 0.05
+_pending: list[int] = []
+
+
+def _inside_database_code(frame: FrameType | None) -> bool:
+    while frame is not None:
+        if any(part in frame.f_code.co_filename for part in _DATABASE_CODE):
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _stop(signum: int, frame: FrameType | None) -> None:
+    """SIGTERM: unwind with exit 128 + signum, but never from inside a database call: there
+    it is tried again `_DEFER_SECONDS` later (SIGALRM), once the call has returned."""
+    if _inside_database_code(frame):
+        _pending[:] = [signum]
+        signal.setitimer(signal.ITIMER_REAL, _DEFER_SECONDS)
+        return
+    _pending.clear()
     raise SystemExit(128 + signum)
+
+
+def _stop_deferred(_signum: int, frame: FrameType | None) -> None:
+    if _pending:
+        _stop(_pending[0], frame)
 
 
 @contextmanager
@@ -274,6 +303,7 @@ def retrain_command(config: RetrainConfig) -> None:
     """
     # A scheduler's timeout sends SIGTERM: unwind, so the runs are not left RUNNING forever.
     signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGALRM, _stop_deferred)
     with _failures():
         from training.retrain import retrain
 

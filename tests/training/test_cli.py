@@ -4,6 +4,9 @@ message, the documented exit status, nothing registered and no alias moved."""
 from __future__ import annotations
 
 import shutil
+import signal
+import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -197,3 +200,23 @@ def test_overlapping_retrain_waits_its_turn(
     assert result.exit_code == EXIT_LOCKED
     assert "another retraining run" in result.stderr
     assert registered_versions(tracking) == 0
+
+
+def test_sigterm_waits_until_a_database_call_has_returned(monkeypatch) -> None:
+    """Raised inside SQLAlchemy's commit, the SystemExit would skip MLflow's rollback and keep
+    SQLite's write lock, so the runs could not be marked FAILED: it is tried again later."""
+    from training import __main__ as cli
+
+    timers: list[float] = []
+    monkeypatch.setattr(signal, "setitimer", lambda _which, seconds: timers.append(seconds))
+    code = compile(
+        "frame = sys._getframe()", "/venv/site-packages/sqlalchemy/orm/session.py", "exec"
+    )
+    namespace: dict = {"sys": sys}
+    exec(code, namespace)  # a frame whose code is SQLAlchemy's, as a signal would find it
+    inside: types.FrameType = namespace["frame"]
+    cli._stop(signal.SIGTERM, inside)  # deferred: no exception, a retry armed
+    assert timers == [cli._DEFER_SECONDS] and cli._pending == [signal.SIGTERM]
+    with pytest.raises(SystemExit) as stopped:
+        cli._stop_deferred(signal.SIGALRM, sys._getframe())  # the call returned: unwind now
+    assert stopped.value.code == 143 and cli._pending == []
